@@ -1,0 +1,44 @@
+// The `polar` CLI: one file per command (src/cli/<command>.ts), strict option parsing.
+import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { projectRoot } from '../runtime/binding.ts';
+import { reportError } from './common.ts';
+import { registerDoctor } from './doctor.ts';
+import { registerInspectModel } from './inspect-model.ts';
+import { registerEval } from './eval.ts';
+import { registerGenerate } from './generate.ts';
+
+export function toolVersion(): string {
+  return JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')).version;
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('polar')
+    .description('Polar Sparsity toolkit: collect activations, train and calibrate MLP-neuron and attention-head routers, export them, validate them against the dense model and measure the speedup.')
+    .version(toolVersion())
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  registerDoctor(program);
+  registerInspectModel(program);
+  registerEval(program);
+  registerGenerate(program);
+  for (const c of program.commands) c.exitOverride().showHelpAfterError('(run with --help for usage)');
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // help and version exit 0; usage errors exit 2 like every other bad input
+      process.exit(e.exitCode === 0 ? 0 : 2);
+    }
+    reportError(e);
+  }
+}

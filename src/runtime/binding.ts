@@ -1,0 +1,77 @@
+// The one place that touches the raw native addon. Its whole surface is declared here as a type; every
+// other module goes through the typed wrappers in src/runtime/ (DESIGN convention 2).
+// Sections are owned by the glue file named in each comment.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PolarError } from '../errors.ts';
+
+export interface NativeBuildInfo {
+  compiledFeatures: string[];
+  threads: number;
+  cudaBuilt: boolean;
+  compiler: string;
+}
+
+export interface NativeBinding {
+  // native/info.cc
+  buildInfo(): NativeBuildInfo;
+  setThreads(n: number): number;
+  // native/model_glue.cc and native/ops_glue.cc add their functions below (keep this type complete).
+  [key: string]: unknown;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const projectRoot = resolve(here, '..', '..');
+
+let cached: NativeBinding | null = null;
+let loadError: PolarError | null = null;
+
+export function addonCandidates(): string[] {
+  const env = process.env.POLAR_NATIVE;
+  return [env, join(projectRoot, 'build', 'polar_native.node'), join(projectRoot, 'build', 'Release', 'polar_native.node')].filter(
+    (p): p is string => !!p,
+  );
+}
+
+/** Loads the addon or throws an error that lists what was tried and how to fix it (DESIGN convention 12). */
+export function native(): NativeBinding {
+  if (cached) return cached;
+  if (loadError) throw loadError;
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const p of addonCandidates()) {
+    if (!existsSync(p)) {
+      tried.push(`${p}: not found`);
+      continue;
+    }
+    try {
+      cached = require(p) as NativeBinding;
+      return cached;
+    } catch (e) {
+      tried.push(`${p}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  loadError = new PolarError(
+    'native',
+    [
+      'the native addon (polar_native.node) could not be loaded. Tried:',
+      ...tried.map((t) => `  - ${t}`),
+      'Possible fixes:',
+      '  - run `npm run build:native` (needs cmake and a C++17 compiler; nvcc for the CUDA backend)',
+      '  - reinstall with `npm install` from the project root and read the build output',
+      '  - set POLAR_NATIVE=/path/to/polar_native.node to use a prebuilt addon',
+    ].join('\n'),
+  );
+  throw loadError;
+}
+
+export function nativeAvailable(): { ok: true } | { ok: false; reason: string } {
+  try {
+    native();
+    return { ok: true };
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+}
