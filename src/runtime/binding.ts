@@ -19,6 +19,16 @@ export interface NativeBinding {
   buildInfo(): NativeBuildInfo;
   setThreads(n: number): number;
   // native/model_glue.cc and native/ops_glue.cc add their functions below (keep this type complete).
+  // native/model_glue.cc — models and sessions (KV caches); wrapped by src/runtime/model.ts
+  modelCreate(config: import('./model.ts').NativeModelConfig, weights: import('./model.ts').NativeWeightDesc[]): import('./model.ts').NativeHandle;
+  modelFree(model: import('./model.ts').NativeHandle): void;
+  sessionCreate(model: import('./model.ts').NativeHandle, maxSeqs: number, maxLen: number): import('./model.ts').NativeHandle;
+  sessionFree(session: import('./model.ts').NativeHandle): void;
+  /** slot -1: every slot */
+  sessionReset(session: import('./model.ts').NativeHandle, slot: number): void;
+  sessionLength(session: import('./model.ts').NativeHandle, slot: number): number;
+  /** runs off the JS thread; outputs are written into the request's typed arrays */
+  sessionForward(session: import('./model.ts').NativeHandle, req: import('./model.ts').NativeForwardRequest): Promise<void>;
   [key: string]: unknown;
 }
 

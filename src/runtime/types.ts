@@ -1,6 +1,7 @@
 // The runtime's TypeScript API (CPU backend now, CUDA backend later, same shape). Implemented by
 // src/runtime/model.ts over the native addon. Token rows in every output follow the order of the inputs.
 import type { ModelSpec } from '../model/index.ts';
+import type { SparseForwardOptions, SparseLayerReport, SparsePlan } from './sparse.ts';
 
 export type Backend = 'cpu' | 'cuda';
 
@@ -28,6 +29,11 @@ export interface ForwardOptions {
   /** which logits to return: every new token's, each input's last token's, or none (default 'all') */
   logits?: 'all' | 'last' | 'none';
   capture?: CaptureRequest;
+  /**
+   * Sparse forward (src/runtime/sparse.ts). Default: sparse when the session has a plan. false: dense even
+   * with a plan; true: the plan as is; an object: the plan with per-layer overrides (k, explicit indices).
+   */
+  sparse?: boolean | SparseForwardOptions;
 }
 
 export interface LayerCapture {
@@ -44,6 +50,8 @@ export interface ForwardOutput {
   /** [tokens or inputs.length, vocab] fp32 */
   logits: Float32Array | null;
   captures: LayerCapture[];
+  /** when the call ran sparse: per sparse layer, the realised MLP index set and each token's heads */
+  sparse?: SparseLayerReport[];
 }
 
 export interface RuntimeSession {
@@ -55,6 +63,8 @@ export interface RuntimeSession {
   length(slot: number): number;
   /** forget a slot's cache (or every slot's) */
   reset(slot?: number): void;
+  /** routers and top-k per layer for the following forwards (null: dense); checked and copied */
+  setSparsePlan(plan: SparsePlan | null): void;
   dispose(): void;
 }
 
