@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/model/index.ts';
 import { readSafetensorsHeader, readTensorF32, readTensorInt } from '../../src/formats/safetensors.ts';
-import { openRuntimeModel, type RuntimeModel } from '../../src/runtime/index.ts';
+import { native, openRuntimeModel, type RuntimeModel } from '../../src/runtime/index.ts';
+import { nativeModelConfig } from '../../src/runtime/model.ts';
 import { models } from '../helpers.ts';
 
 interface Golden {
@@ -154,6 +155,34 @@ describe('forward argument errors', () => {
     expect(() => rt.session({ maxSeqs: 0, maxLen: 8 })).toThrow(/maxSeqs/);
     expect(() => rt.session({ maxSeqs: 1, maxLen: 513 })).toThrow(/maxLen: expected an integer in 1\.\.512/);
     expect(() => openRuntimeModel(loadModel(models.tinyOpt), { backend: 'cuda' })).toThrow(/CUDA/);
+  });
+});
+
+describe('native failures come back as JS errors', () => {
+  it('bad weights and a bad request reaching the addon directly throw, never crash', async () => {
+    const m = loadModel(models.tinyOpt);
+    const past = { ...m, weights: m.weights.map((w) => (w.name === 'layers.1.up.weight' ? { ...w, offset: w.offset + 10_000_000 } : w)) };
+    expect(() => openRuntimeModel(past)).toThrow(/layers\.1\.up\.weight": expected bytes \[\d+, \d+\) within the file/);
+    const shape = { ...m, weights: m.weights.map((w) => (w.name === 'layers.0.q.weight' ? { ...w, shape: [128, 64] } : w)) };
+    expect(() => openRuntimeModel(shape)).toThrow(/layers\.0\.q\.weight"\.shape: expected \[128, 128\], received \[128, 64\]/);
+    const missing = { ...m, weights: m.weights.filter((w) => w.name !== 'final_norm.bias') };
+    expect(() => openRuntimeModel(missing)).toThrow(/final_norm\.bias": expected a tensor of shape \[128\], received none/);
+    // the raw binding, past the TypeScript checks: the kernels' own checks answer
+    const nb = native();
+    const h = nb.modelCreate(nativeModelConfig(m.spec), m.weights);
+    const s = nb.sessionCreate(h, 1, 8);
+    const req = (slot: number, tok: number) => ({
+      slots: Int32Array.of(slot), counts: Int32Array.of(1), tokens: Int32Array.of(tok), logitsMode: 0 as const, logits: null, captures: null, sparse: null,
+    });
+    await expect(nb.sessionForward(s, req(3, 1))).rejects.toThrow(/slot: expected 0\.\.0, received 3/);
+    await expect(nb.sessionForward(s, req(0, 99999))).rejects.toThrow(/expected an id in 0\.\.8191, received 99999/);
+    expect(() => nb.sessionForward(s, { ...req(0, 1), tokens: new Int32Array(0) })).toThrow(/req\.tokens: expected at least 1 elements/);
+    expect(() => nb.sessionCreate(h, 1, 100000)).toThrow(/maxLen: expected at most 512/);
+    await nb.sessionForward(s, req(0, 1));
+    expect(nb.sessionLength(s, 0)).toBe(1);
+    nb.sessionFree(s);
+    nb.modelFree(h);
+    expect(() => nb.sessionCreate(h, 1, 8)).toThrow(/disposed/);
   });
 });
 
