@@ -19,6 +19,24 @@ export interface NativeBinding {
   buildInfo(): NativeBuildInfo;
   setThreads(n: number): number;
   // native/model_glue.cc and native/ops_glue.cc add their functions below (keep this type complete).
+  // native/ops_glue.cc — synchronous, in place on the caller's typed arrays; wrapped by src/runtime/ops.ts
+  sgemm(
+    transA: number, transB: number, m: number, n: number, k: number, alpha: number,
+    a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number,
+    batch: number, strideA: number, strideB: number, strideC: number,
+  ): void;
+  bceLogits(logits: Float32Array, labels: Float32Array, posWeight: number, negWeight: number, gradScale: number, grad: Float32Array | null): number;
+  adamw(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  binary(op: number, rows: number, cols: number, a: Float32Array, aMode: number, b: Float32Array, bMode: number, out: Float32Array): void;
+  unary(op: number, x: Float32Array, out: Float32Array): void;
+  biasAct(y: Float32Array, rows: number, cols: number, ldy: number, bias: Float32Array | null, act: number): void;
+  colSum(x: Float32Array, rows: number, cols: number, out: Float32Array): void;
+  rowSum(x: Float32Array, rows: number, cols: number, out: Float32Array): void;
+  unpackBits(bits: Uint8Array, rows: number, cols: number, stride: number, out: Float32Array): void;
+  routerEval(
+    logits: Float32Array, rows: number, cols: number, labels: Float32Array | null, bits: Uint8Array | null,
+    bitStride: number, threshold: number, ks: Int32Array,
+  ): { tp: number; fp: number; fn: number; positives: number; rowsWithPositives: number; hits: Float64Array; recallSum: Float64Array };
   // native/model_glue.cc — models and sessions (KV caches); wrapped by src/runtime/model.ts
   modelCreate(config: import('./model.ts').NativeModelConfig, weights: import('./model.ts').NativeWeightDesc[]): import('./model.ts').NativeHandle;
   modelFree(model: import('./model.ts').NativeHandle): void;

@@ -1,0 +1,105 @@
+// Router-training kernels (polar/train_ops.h), part 2: evaluation counts of a router on held-out rows:
+// confusion counts at a logit threshold and recall of the top-k units per row for a list of k.
+// Top-k sets are found with successive nth_element partitions (k ascending), O(cols * log(nk)) per row.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "polar/train_ops.h"
+#include "threadpool.h"
+
+namespace {
+struct Key {
+  float v;
+  int32_t i;
+};
+// Descending by value, ties by lower index first: a strict weak order, so the top-k set is unique.
+inline bool key_before(const Key& a, const Key& b) { return a.v > b.v || (a.v == b.v && a.i < b.i); }
+
+constexpr int64_t kRowChunk = 32;  // rows per fixed reduction chunk
+}  // namespace
+
+extern "C" int polar_router_eval(const polar_router_eval_params* p) {
+  if (!p || p->rows < 0 || p->cols <= 0 || p->cols > INT32_MAX || !p->logits || p->ld < p->cols ||
+      (!p->labels && !p->bits) || (p->bits && p->bit_stride * 8 < p->cols) || p->nk < 0 ||
+      (p->nk > 0 && (!p->ks || !p->hits || !p->recall_sum)) || !p->tp || !p->fp || !p->fn || !p->positives ||
+      !p->rows_with_pos)
+    return polar_set_error("polar_router_eval: bad parameters");
+  for (int j = 0; j < p->nk; ++j) {
+    if (p->ks[j] < 1 || p->ks[j] > p->cols || (j > 0 && p->ks[j] < p->ks[j - 1]))
+      return polar_set_error("polar_router_eval: ks[%d] = %d: expected ascending values in 1..%lld", j, p->ks[j],
+                             (long long)p->cols);
+  }
+  const int64_t rows = p->rows, cols = p->cols;
+  const int nk = p->nk;
+  const int64_t nchunks = (rows + kRowChunk - 1) / kRowChunk;
+  // Per chunk: tp, fp, fn, positives, rows_with_pos, hits[nk] (int64) and recall_sum[nk] (double).
+  const int64_t ni = 5 + nk;
+  std::vector<int64_t> icnt(size_t(nchunks * ni), 0);
+  std::vector<double> rsum(size_t(nchunks * (nk > 0 ? nk : 1)), 0.0);
+
+  polar_parallel_for(nchunks, [&](int64_t cb, int64_t ce) {
+    std::vector<Key> keys(static_cast<size_t>(cols));
+    std::vector<uint8_t> lab(static_cast<size_t>(cols));
+    for (int64_t c = cb; c < ce; ++c) {
+      int64_t* ic = icnt.data() + c * ni;
+      double* rs = rsum.data() + c * (nk > 0 ? nk : 1);
+      const int64_t r0 = c * kRowChunk, r1 = std::min(rows, r0 + kRowChunk);
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* z = p->logits + r * p->ld;
+        int64_t npos = 0;
+        if (p->bits) {
+          const uint8_t* b = p->bits + r * p->bit_stride;
+          for (int64_t j = 0; j < cols; ++j) lab[size_t(j)] = (b[j >> 3] >> (j & 7)) & 1u;
+        } else {
+          const float* y = p->labels + r * cols;
+          for (int64_t j = 0; j < cols; ++j) lab[size_t(j)] = y[j] > 0.5f ? 1 : 0;
+        }
+        int64_t tp = 0, fp = 0;
+        for (int64_t j = 0; j < cols; ++j) {
+          const bool on = z[j] > p->threshold;
+          const uint8_t y = lab[size_t(j)];
+          npos += y;
+          tp += on & y;
+          fp += on & !y;
+        }
+        ic[0] += tp;
+        ic[1] += fp;
+        ic[2] += npos - tp;
+        ic[3] += npos;
+        if (npos > 0) ic[4] += 1;
+        if (nk == 0) continue;
+        for (int64_t j = 0; j < cols; ++j) {
+          const float v = z[j];
+          keys[size_t(j)] = Key{std::isnan(v) ? -INFINITY : v, int32_t(j)};
+        }
+        int64_t prev = 0, hits = 0;
+        for (int q = 0; q < nk; ++q) {
+          const int64_t k = p->ks[q];
+          if (k > prev) {
+            if (k < cols) std::nth_element(keys.begin() + prev, keys.begin() + k, keys.end(), key_before);
+            for (int64_t t = prev; t < k; ++t) hits += lab[size_t(keys[size_t(t)].i)];
+            prev = k;
+          }
+          ic[5 + q] += hits;
+          if (npos > 0) rs[q] += double(hits) / double(npos);
+        }
+      }
+    }
+  }, 1);
+
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t* ic = icnt.data() + c * ni;
+    *p->tp += ic[0];
+    *p->fp += ic[1];
+    *p->fn += ic[2];
+    *p->positives += ic[3];
+    *p->rows_with_pos += ic[4];
+    for (int q = 0; q < nk; ++q) {
+      p->hits[q] += ic[5 + q];
+      p->recall_sum[q] += rsum[size_t(c * nk + q)];
+    }
+  }
+  return 0;
+}
