@@ -1,0 +1,142 @@
+// The report: report.json (the one writer) and report.html drawn from it.
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { renderReportHtml } from './html.ts';
+import {
+  REPORT_FORMAT,
+  REPORT_VERSION,
+  type HeadCostPoint,
+  type HeadsKeptPoint,
+  type ParetoPoint,
+  type RecallPoint,
+  type ReportJson,
+  type ReportModel,
+  type SpeedTable,
+  type StageTiming,
+  type UnionDensityPoint,
+  type ValidateSection,
+} from './types.ts';
+
+export * from './types.ts';
+export { renderReportHtml, chartLibraries } from './html.ts';
+export { plotSpecs } from './specs.ts';
+
+/** What the calibrate stage measured, in the report's terms (see src/report/calibration.ts). */
+export interface CalibrationView {
+  batchSizes: number[];
+  layers: {
+    layer: number;
+    /** MLP: calibrated k and true union density per batch size; recall-vs-k curves */
+    mlp?: { k: Record<number, number>; unionDensity: Record<number, number>; recallCurve: { batch_size: number; k: number; recall: number }[] };
+    /** heads (query heads) each sequence keeps */
+    headsKept?: number;
+    headCost?: { heads_removed: number; ppl_increase: number }[];
+  }[];
+  /** configurations the calibration measured (perplexity on calibration tokens) */
+  search: { label: string; mlp_density: number; heads_frac: number; ppl_increase: number }[];
+}
+
+export interface ReportInputs {
+  title: string;
+  toolVersion: string;
+  model: ReportModel;
+  calibration?: CalibrationView | null;
+  validate?: ValidateSection | null;
+  artifact?: { dir: string; sha256: Record<string, string> } | null;
+  speed?: SpeedTable[];
+  stages?: StageTiming[];
+  notes?: string[];
+  /** fixed creation time (tests, reproducible reports) */
+  created?: string;
+}
+
+/** Marks the Pareto front within each source: maximal work skipped for minimal perplexity increase. */
+export function markPareto(points: Omit<ParetoPoint, 'pareto'>[]): ParetoPoint[] {
+  return points.map((p) => ({
+    ...p,
+    pareto: !points.some(
+      (q) => q !== p && q.source === p.source && q.work_skipped >= p.work_skipped && q.ppl_increase <= p.ppl_increase && (q.work_skipped > p.work_skipped || q.ppl_increase < p.ppl_increase),
+    ),
+  }));
+}
+
+export function workSkipped(mlpDensity: number, headsFrac: number): number {
+  return 1 - (mlpDensity + headsFrac) / 2;
+}
+
+export function buildReport(inp: ReportInputs): ReportJson {
+  const m = inp.model;
+  const notes = [...(inp.notes ?? [])];
+  const union: UnionDensityPoint[] = [];
+  const recall: RecallPoint[] = [];
+  const heads: HeadsKeptPoint[] = [];
+  const headCost: HeadCostPoint[] = [];
+  const pareto: Omit<ParetoPoint, 'pareto'>[] = [];
+  const cal = inp.calibration ?? null;
+  if (cal) {
+    for (const l of cal.layers) {
+      if (l.mlp) {
+        for (const b of cal.batchSizes) {
+          if (l.mlp.unionDensity[b] !== undefined) union.push({ layer: l.layer, batch_size: b, series: 'true union', density: l.mlp.unionDensity[b] });
+          if (l.mlp.k[b] !== undefined) union.push({ layer: l.layer, batch_size: b, series: 'calibrated k', density: l.mlp.k[b] / m.ffn });
+        }
+        for (const c of l.mlp.recallCurve) recall.push({ layer: l.layer, ...c });
+      }
+      if (l.headsKept !== undefined) heads.push({ layer: l.layer, source: 'calibrated', heads_kept: l.headsKept, heads_total: m.heads });
+      for (const c of l.headCost ?? []) headCost.push({ layer: l.layer, ...c });
+    }
+    for (const s of cal.search) pareto.push({ label: s.label, source: 'calibration search', work_skipped: workSkipped(s.mlp_density, s.heads_frac), mlp_density: s.mlp_density, heads_frac: s.heads_frac, ppl_increase: s.ppl_increase });
+  } else {
+    notes.push('no calibration results: the union-density, recall and head-cost plots are empty');
+  }
+  const v = inp.validate ?? null;
+  if (v) {
+    for (const r of v.results) {
+      for (const l of r.layers) {
+        if (cal?.batchSizes.includes(r.batch_size) || !cal) union.push({ layer: l.layer, batch_size: r.batch_size, series: 'realised (validate)', density: l.mlp_density });
+        heads.push({ layer: l.layer, source: `validate b=${r.batch_size}`, heads_kept: l.heads_kept, heads_total: m.heads });
+      }
+      const n = r.layers.length || 1;
+      const mlp = r.layers.reduce((a, l) => a + l.mlp_density, 0) / n;
+      const hf = r.layers.reduce((a, l) => a + l.heads_kept, 0) / n / m.heads;
+      pareto.push({ label: `validate, batch ${r.batch_size}`, source: 'validate (decoding)', work_skipped: workSkipped(mlp, hf), mlp_density: mlp, heads_frac: hf, ppl_increase: r.ppl_increase });
+    }
+  } else {
+    notes.push('no validation results');
+  }
+  if (!(inp.speed ?? []).length) notes.push('no benchmark results: the speed table is empty');
+  return {
+    format: REPORT_FORMAT,
+    version: REPORT_VERSION,
+    title: inp.title,
+    created: inp.created ?? new Date().toISOString(),
+    tool_version: inp.toolVersion,
+    model: m,
+    artifact: inp.artifact ?? null,
+    union_density: union,
+    recall_vs_k: recall,
+    heads_kept: heads,
+    head_cost: headCost,
+    pareto: markPareto(pareto),
+    validate: v,
+    speed: inp.speed ?? [],
+    stages: inp.stages ?? [],
+    notes,
+  };
+}
+
+function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
+
+/** Writes report.json and report.html into `dir`; returns their paths. */
+export function writeReport(dir: string, report: ReportJson): { json: string; html: string } {
+  mkdirSync(dir, { recursive: true });
+  const json = join(dir, 'report.json');
+  const html = join(dir, 'report.html');
+  writeAtomic(json, JSON.stringify(report, null, 2) + '\n');
+  writeAtomic(html, renderReportHtml(report));
+  return { json, html };
+}
