@@ -1,6 +1,7 @@
 // The validate metrics and decoding loop on synthetic logits and a fake model pair (no native addon).
 import { describe, expect, it } from 'vitest';
 import { klRow, LayerSparsityMetrics, LogitMetrics } from '../../src/validate/metrics.ts';
+import { accumulateNll } from '../../src/eval/protocol.ts';
 import { decodeValidate, predictedPositions, type DecodePair, type StepToken } from '../../src/validate/decode.ts';
 
 describe('validate metrics', () => {
@@ -21,6 +22,28 @@ describe('validate metrics', () => {
     expect(r.sparse_ppl).toBeCloseTo(Math.exp(Math.log(Z) - 4), 5);
     expect(r.top1_agreement).toBe(0.5); // uniform argmax is 0, sparse is 3
     expect(r.kl).toBeCloseTo(want / 2, 6);
+  });
+
+  it('fused NLL and KL agree with accumulateNll and klRow on random logits', () => {
+    const V = 1000;
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 8 - 4;
+    const d = Float32Array.from({ length: 3 * V }, rnd);
+    const s = Float32Array.from({ length: 3 * V }, rnd);
+    const m = new LogitMetrics(V);
+    const accD = { nll: 0, count: 0 };
+    const accS = { nll: 0, count: 0 };
+    let kl = 0;
+    for (let r = 0; r < 3; r++) {
+      m.add(d, r, s, r, 10 * r);
+      accumulateNll(d, V, r, [10 * r], accD);
+      accumulateNll(s, V, r, [10 * r], accS);
+      kl += klRow(d, s, V, r, r);
+    }
+    const out = m.result();
+    expect(out.dense_ppl).toBeCloseTo(Math.exp(accD.nll / 3), 8);
+    expect(out.sparse_ppl).toBeCloseTo(Math.exp(accS.nll / 3), 8);
+    expect(out.kl).toBeCloseTo(kl / 3, 8);
   });
 
   it('MLP density and recall of the union of a step', () => {
