@@ -82,9 +82,11 @@ inline float dot(const float* a, const float* b, int n) {
     acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
   }
   for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, _mm512_add_ps(acc0, acc1));
-  for (int j = 0; j < 16; j++) s += lanes[j];
+  // (GCC 12 warns about an uninitialized variable inside its own _mm512_reduce_add_ps: a false positive)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+  s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#pragma GCC diagnostic pop
 #elif defined(__AVX2__) && defined(__FMA__)
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   for (; i + 16 <= n; i += 16) {
