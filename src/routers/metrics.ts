@@ -118,7 +118,8 @@ export function kForRecall(topk: TopKPoint[], target: number): number | null {
 }
 
 /**
- * GQA: recall of the top `k` KV groups when a group is scored by the max logit of its query heads and its
+ * GQA: recall of the top `k` KV groups when a group is scored by the sum of its query heads' logits (as the
+ * runtime scores groups) and its
  * truth is the L2 norm of its heads' output norms. Returns [sum of per-row recall, rows].
  */
 export function groupRecall(logits: Float32Array, headNorm: Float32Array, rows: number, heads: number, groupSize: number, k: number): [number, number] {
@@ -132,9 +133,9 @@ export function groupRecall(logits: Float32Array, headNorm: Float32Array, rows: 
   let sum = 0;
   for (let r = 0; r < rows; r++) {
     for (let g = 0; g < groups; g++) {
-      let s = -Infinity, t = 0;
+      let s = 0, t = 0;
       for (let h = g * groupSize; h < (g + 1) * groupSize; h++) {
-        s = Math.max(s, logits[r * heads + h]);
+        s += logits[r * heads + h];
         t += headNorm[r * heads + h] ** 2;
       }
       score[g] = s;

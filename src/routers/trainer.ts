@@ -81,13 +81,15 @@ export interface EpochMetrics {
   f1: number;
   predDensity: number;
   trueDensity: number;
-  /** MLP: mean per-token recall of the top-k neurons on the k grid; attn: at k = headTopK */
+  /** mean per-token recall of the true positives by the router's top k: MLP on a k grid, attn for k = 1..H */
   topk: { k: number; recall: number; microRecall: number }[];
   /** MLP: smallest grid k with mean top-k recall >= 0.99 (and its fraction of ffn) */
   k99?: number | null;
   k99Fraction?: number | null;
-  /** attn: mean recall of the true top heads by the router's top heads */
+  /** attn: mean recall of the true top heads by the router's top heads (as many as the true ones) */
   headRecall?: number;
+  /** attn: fewest router-ranked heads that hold >= 90% of the true top heads (mean over tokens) */
+  headK90?: number | null;
   /** attn, GQA: the same for KV groups */
   groupRecall?: number;
   /** the value best-epoch selection uses (MLP: f1; attn: headRecall) */
@@ -230,6 +232,7 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
   const mlpLabels = wantMlp ? new Float32Array(opts.batch * L.ffn) : null;
   const attnLabels = new Float32Array(Math.max(opts.batch, opts.evalBlock) * L.heads);
   const ks = wantMlp ? kGrid(L.ffn) : new Int32Array(0);
+  const headKs = Int32Array.from({ length: L.heads }, (_, i) => i + 1);
   const groupSize = L.heads / Math.max(1, meta.kvHeads);
   const gqa = meta.kvHeads > 0 && meta.kvHeads < L.heads && Number.isInteger(groupSize);
   const kGroups = gqa ? headTopK(meta.kvHeads, opts.headTopFraction) : 0;
@@ -281,7 +284,7 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
     const evals = new Map<string, { acc: EvalAccumulator; loss: number; group: [number, number] }>();
     for (const r of active) {
       const cols = r.name === 'mlp' ? L.ffn : L.heads;
-      evals.set(r.name, { acc: new EvalAccumulator(cols, r.name === 'mlp' ? ks : Int32Array.of(kHeads), ctx.ops), loss: 0, group: [0, 0] });
+      evals.set(r.name, { acc: new EvalAccumulator(cols, r.name === 'mlp' ? ks : headKs, ctx.ops), loss: 0, group: [0, 0] });
     }
     const valF = new Float32Array(wantMlp ? opts.evalBlock * L.ffn : 0);
     for await (const b of valBatches(layer, L, { seed: opts.seed, valFraction: opts.valFraction, block: opts.evalBlock }, where)) {
@@ -339,7 +342,8 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
         m.k99Fraction = m.k99 === null ? null : m.k99 / L.ffn;
         m.score = res.f1;
       } else {
-        m.headRecall = res.topk[0]?.recall ?? 0;
+        m.headRecall = res.topk[kHeads - 1]?.recall ?? 0;
+        m.headK90 = kForRecall(res.topk, 0.9);
         if (gqa) m.groupRecall = e.group[1] ? e.group[0] / e.group[1] : 0;
         m.score = m.headRecall;
       }
@@ -357,7 +361,7 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
       }
       s.step = r.opt.step;
       history.push(m);
-      const extra = r.name === 'mlp' ? `k99 ${m.k99 ?? '>ffn'}/${L.ffn}` : `head recall ${m.headRecall!.toFixed(4)}${gqa ? ` group recall ${m.groupRecall!.toFixed(4)}` : ''}`;
+      const extra = r.name === 'mlp' ? `k99 ${m.k99 ?? '>ffn'}/${L.ffn}` : `head recall ${m.headRecall!.toFixed(4)} k90 ${m.headK90 ?? '>H'}/${L.heads}${gqa ? ` group recall ${m.groupRecall!.toFixed(4)}` : ''}`;
       ctx.log(
         `layer ${l} ${r.name.padEnd(4)} epoch ${epoch + 1}/${opts.epochs}: loss ${m.loss.toFixed(4)} val ${m.valLoss.toFixed(4)} ` +
           `P ${m.precision.toFixed(3)} R ${m.recall.toFixed(3)} F1 ${m.f1.toFixed(3)} ${extra} ` +

@@ -22,8 +22,12 @@ export type BackendChoice = (typeof BACKEND_CHOICES)[number];
 export interface BackendProbe {
   name: BackendChoice;
   ok: boolean;
-  /** why it does not load (or a note on what was loaded) */
+  /** why it does not load (or, when it loads, what it is) */
   reason: string;
+  /** the one training would use (the first that loads, in the order of preference) */
+  selected?: boolean;
+  /** what it is, when it loads */
+  note?: string;
 }
 
 const require = createRequire(import.meta.url);
@@ -188,7 +192,8 @@ export async function probeBackends(opts: { includeWasm?: boolean } = {}): Promi
       continue;
     }
     const why = await activate(c);
-    out.push({ name: c, ok: !why, reason: why ?? describeLoaded(c) });
+    const ok = !why;
+    out.push({ name: c, ok, reason: why ?? describeLoaded(c), note: ok ? describeLoaded(c) : undefined, selected: ok && !out.some((p) => p.ok) });
   }
   if (before && tf.getBackend() !== before) await tf.setBackend(before);
   return out;

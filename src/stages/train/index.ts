@@ -1,0 +1,259 @@
+// The train stage: from the collected activations of a model, train per layer the MLP router (ReLU models)
+// and the head router, writing one checkpoint folder per layer (src/routers/checkpoint.ts) plus, at the end,
+// train.json (summary) and metrics.jsonl (every layer's epochs) in the output folder.
+//
+// Layers are independent units: with jobs > 1 they are trained in parallel worker processes (worker.ts), one
+// layer at a time per worker, each with cores / jobs native threads; a cluster scheduler can run the same
+// unit (`polar train --layers L`) elsewhere. Finished layers are skipped and an unfinished one resumes from
+// its last completed epoch.
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fork, type ChildProcess } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import type { ActivationSet, LayerActivations } from '../../arrow/types.ts';
+import { openActivations } from '../../arrow/reader.ts';
+import { PolarError, badArg, badInput } from '../../errors.ts';
+import { modelIdentity } from '../../model/identity.ts';
+import { nativeOps } from '../../runtime/ops.ts';
+import { projectRoot } from '../../runtime/binding.ts';
+import { selectBackend, type SelectedBackend } from '../../tfjs/backends.ts';
+import { layerDir, metricsFile, writeTextAtomic } from '../../routers/checkpoint.ts';
+import { TRAIN_DEFAULTS, trainLayer, type LayerResult, type TrainOptions } from '../../routers/trainer.ts';
+
+export interface TrainRunOptions extends Partial<TrainOptions> {
+  /** folder of activation shards (collect's output), or an ActivationSet (tests, benchmarks) */
+  activations: string | ActivationSet;
+  out: string;
+  /** layers to train (default: every collected layer but 0, which stays dense) */
+  layers?: number[];
+  /** force a TensorFlow.js backend (see src/tfjs/backends.ts) */
+  backend?: string;
+  /** parallel worker processes (needs a folder of activations) */
+  jobs?: number;
+  /** discard earlier results in `out` */
+  fresh?: boolean;
+  /** model folder: the shards must come from this model */
+  model?: string;
+  log?: (line: string) => void;
+  shouldStop?: () => boolean;
+}
+
+export interface TrainSummary {
+  format: 'polar-train-summary';
+  version: 1;
+  backend: string;
+  layers: { layer: number; file: string; mlp: LayerResult['mlp']; attn: LayerResult['attn'] }[];
+}
+
+export const TRAIN_SUMMARY = 'train.json';
+
+/** Opens collect's shards through the project's Arrow reader (which names the file of any bad shard). */
+export function openActivationDir(dir: string, modelDir?: string): ActivationSet {
+  return openActivations(dir, modelDir ? { expect: modelIdentity(resolve(modelDir)) } : {});
+}
+
+/** Shards must agree with each other and with the model they claim to come from. */
+function checkIdentity(set: ActivationSet, layers: number[], modelDir?: string): void {
+  const first = set.layer(layers[0]);
+  const where = (l: LayerActivations) => `${set.dir} (layer ${l.layer})`;
+  for (const l of layers) {
+    const la = set.layer(l);
+    const m = la.meta;
+    for (const k of ['schemaVersion', 'configSha256', 'weightsSha256', 'hidden', 'heads', 'kvHeads', 'family'] as const) {
+      if (m[k] !== first.meta[k]) throw badInput(where(la), k, `${JSON.stringify(first.meta[k])} like layer ${first.layer}`, m[k]);
+    }
+  }
+  if (modelDir) {
+    const id = modelIdentity(resolve(modelDir));
+    for (const k of ['configSha256', 'weightsSha256'] as const) {
+      if (first.meta[k] !== id[k]) {
+        throw badInput(where(first), k, `${id[k]} (the model in ${modelDir})`, `${first.meta[k]} (activations of another model)`, true);
+      }
+    }
+  }
+}
+
+function resolveOptions(o: TrainRunOptions): TrainOptions {
+  const t: TrainOptions = { ...TRAIN_DEFAULTS };
+  for (const k of Object.keys(TRAIN_DEFAULTS) as (keyof TrainOptions)[]) if (o[k] !== undefined) (t as unknown as Record<string, unknown>)[k] = o[k];
+  if (o.rank !== undefined) t.rank = o.rank;
+  const pos = (name: string, v: number, int = true) => {
+    if (!(v > 0) || (int && !Number.isInteger(v))) throw badArg(name, int ? 'a positive integer' : 'a positive number', v);
+  };
+  pos('batch', t.batch);
+  pos('epochs', t.epochs);
+  pos('patience', t.patience);
+  pos('lr', t.lr, false);
+  pos('evalBlock', t.evalBlock);
+  pos('shuffleBufferMiB', t.shuffleBufferMiB, false);
+  if (t.rank !== undefined) pos('rank', t.rank);
+  if (!(t.weightDecay >= 0)) throw badArg('weightDecay', 'a number >= 0', t.weightDecay);
+  if (!(t.valFraction > 0 && t.valFraction < 1)) throw badArg('valFraction', 'a number in (0, 1)', t.valFraction);
+  if (!(t.headTopFraction > 0 && t.headTopFraction <= 1)) throw badArg('headTopFraction', 'a number in (0, 1]', t.headTopFraction);
+  if (!Number.isInteger(t.seed) || t.seed < 0) throw badArg('seed', 'an integer >= 0', t.seed);
+  if (!['both', 'mlp', 'attn'].includes(t.routers)) throw badArg('routers', 'one of both, mlp, attn', t.routers);
+  return t;
+}
+
+/** Trains the routers of the selected layers; returns the summary also written to out/train.json. */
+export async function trainRouters(o: TrainRunOptions): Promise<TrainSummary> {
+  const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
+  const opts = resolveOptions(o);
+  const out = resolve(o.out);
+  const set = typeof o.activations === 'string' ? openActivationDir(o.activations, o.model) : o.activations;
+  const layers = (o.layers ?? set.layers.filter((l) => l !== 0)).slice().sort((a, b) => a - b);
+  if (!layers.length) throw badArg('--layers', `a non-empty subset of the collected layers (${set.layers.join(', ')})`, o.layers ?? []);
+  for (const l of layers) if (!set.layers.includes(l)) throw badArg('--layers', `layers among those collected in ${set.dir} (${set.layers.join(', ')})`, l);
+  checkIdentity(set, layers, o.model);
+  const jobs = o.jobs ?? 1;
+  if (!Number.isInteger(jobs) || jobs < 1) throw badArg('--jobs', 'a positive integer', jobs);
+  if (jobs > 1 && typeof o.activations !== 'string') throw badArg('--jobs', '1 for in-memory activations (workers read the shards from a folder)', jobs);
+
+  if (o.fresh) for (const l of layers) rmSync(layerDir(out, l), { recursive: true, force: true });
+  mkdirSync(out, { recursive: true });
+
+  // The parent selects the backend too: a forced backend that cannot load fails before any work, and the
+  // choice (with why the preferred ones did not load) is printed once.
+  const sel = await selectBackend(o.backend);
+  for (const s of sel.skipped) log(`train: backend ${s.name} not used: ${s.reason}`);
+  log(`train: TensorFlow.js backend ${sel.name} (tf '${sel.tfName}'), ${layers.length} layer(s), ${jobs} job(s)`);
+
+  let results: LayerResult[];
+  if (jobs === 1 || layers.length === 1) {
+    results = [];
+    const ops = sel.name === 'polar-native' ? nativeOps() : null;
+    // outside polar-native the native ops still speed up label unpacking and evaluation when they load
+    const evalOps = ops ?? nativeOps();
+    for (const l of layers) {
+      results.push(await trainLayer(set.layer(l), opts, { outDir: out, backend: sel.name, ops: evalOps, log, shouldStop: o.shouldStop }));
+    }
+  } else {
+    results = await runWorkers(o.activations as string, out, layers, opts, sel, Math.min(jobs, layers.length), log, o.shouldStop);
+  }
+  results.sort((a, b) => a.layer - b.layer);
+
+  const summary: TrainSummary = {
+    format: 'polar-train-summary',
+    version: 1,
+    backend: sel.name,
+    layers: results.map((r) => ({ layer: r.layer, file: join(`layer-${String(r.layer).padStart(3, '0')}`, 'router.safetensors'), mlp: r.mlp, attn: r.attn })),
+  };
+  writeTextAtomic(join(out, TRAIN_SUMMARY), JSON.stringify(summary, null, 2) + '\n');
+  const lines: string[] = [];
+  for (const l of layers) {
+    const f = metricsFile(out, l);
+    if (existsSync(f)) lines.push(...readFileSync(f, 'utf8').split('\n').filter(Boolean));
+  }
+  writeTextAtomic(join(out, 'metrics.jsonl'), lines.length ? lines.join('\n') + '\n' : '');
+  return summary;
+}
+
+// ---- worker pool ---------------------------------------------------------------------------------------
+
+export interface WorkerJob {
+  type: 'layer';
+  activations: string;
+  out: string;
+  layer: number;
+  opts: TrainOptions;
+  backend: string;
+}
+export type WorkerReply =
+  | { type: 'log'; line: string }
+  | { type: 'done'; result: LayerResult }
+  | { type: 'error'; message: string; kind: string; exitCode: number };
+
+async function runWorkers(
+  activations: string,
+  out: string,
+  layers: number[],
+  opts: TrainOptions,
+  sel: SelectedBackend,
+  jobs: number,
+  log: (s: string) => void,
+  shouldStop?: () => boolean,
+): Promise<LayerResult[]> {
+  const threads = Math.max(1, Math.floor(availableParallelism() / jobs));
+  const queue = layers.slice();
+  const results: LayerResult[] = [];
+  const children: ChildProcess[] = [];
+  let failure: PolarError | null = null;
+  const stopTimer = shouldStop
+    ? setInterval(() => {
+        if (shouldStop() && !failure) {
+          failure = new PolarError('interrupted', 'train: interrupted; the next run resumes each layer after its last completed epoch');
+          for (const c of children) c.kill('SIGTERM');
+        }
+      }, 200)
+    : null;
+  const runOne = (): Promise<void> =>
+    new Promise((resolveWorker) => {
+      const child = fork(join(projectRoot, 'bin', 'run-ts.js'), [join(projectRoot, 'src', 'stages', 'train', 'worker.ts')], {
+        env: { ...process.env, POLAR_THREADS: String(threads) },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
+      children.push(child);
+      let current: number | null = null;
+      const next = () => {
+        const l = failure ? undefined : queue.shift();
+        if (l === undefined) {
+          current = null;
+          child.send({ type: 'exit' });
+          return;
+        }
+        current = l;
+        const job: WorkerJob = { type: 'layer', activations, out, layer: l, opts, backend: sel.name };
+        child.send(job);
+      };
+      child.on('message', (m: WorkerReply) => {
+        if (m.type === 'log') log(m.line);
+        else if (m.type === 'done') {
+          results.push(m.result);
+          next();
+        } else if (m.type === 'error') {
+          failure ??= new PolarError(m.kind as never, m.message, { exitCode: m.exitCode });
+          child.send({ type: 'exit' });
+        }
+      });
+      child.on('exit', (code, signal) => {
+        if (current !== null && !failure) failure = new PolarError('native', `train: the worker training layer ${current} exited (${signal ?? `code ${code}`}) before finishing it`);
+        resolveWorker();
+      });
+      next();
+    });
+  try {
+    await Promise.all(Array.from({ length: jobs }, () => runOne()));
+  } finally {
+    if (stopTimer) clearInterval(stopTimer);
+  }
+  if (failure) throw failure;
+  return results;
+}
+
+// ---- pipeline stage ------------------------------------------------------------------------------------
+
+/**
+ * What the stage runner hands the train stage. Options use the names of `polar train`'s flags in camelCase.
+ */
+export interface TrainStageContext {
+  /** the model folder (its identity must match the shards') */
+  modelDir?: string;
+  /** collect's output folder */
+  inputDir: string;
+  /** this stage's output folder */
+  outDir: string;
+  options?: Partial<TrainRunOptions>;
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+export async function run(ctx: TrainStageContext): Promise<TrainSummary> {
+  return trainRouters({
+    ...(ctx.options ?? {}),
+    activations: ctx.inputDir,
+    out: ctx.outDir,
+    model: ctx.modelDir,
+    log: ctx.log,
+    shouldStop: ctx.signal ? () => ctx.signal!.aborted : undefined,
+  });
+}
