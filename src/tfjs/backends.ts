@@ -188,7 +188,7 @@ export async function probeBackends(opts: { includeWasm?: boolean } = {}): Promi
   const out: BackendProbe[] = [];
   for (const c of BACKEND_CHOICES) {
     if (c === 'wasm' && opts.includeWasm === false) {
-      out.push({ name: c, ok: false, reason: 'not probed' });
+      out.push({ name: c, ok: false, reason: 'not probed (importing it installs process-wide handlers)' });
       continue;
     }
     const why = await activate(c);
