@@ -2,6 +2,7 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { renderReportHtml } from './html.ts';
+import { workSkipped } from './work.ts';
 import {
   REPORT_FORMAT,
   REPORT_VERSION,
@@ -20,20 +21,24 @@ import {
 export * from './types.ts';
 export { renderReportHtml, chartLibraries } from './html.ts';
 export { plotSpecs } from './specs.ts';
+export { decodeStepBytes, workSkipped } from './work.ts';
 
-/** What the calibrate stage measured, in the report's terms (see src/report/calibration.ts). */
+/** What the calibrate stage measured, in the report's terms (from calibration.json: src/report/calibration.ts). */
 export interface CalibrationView {
   batchSizes: number[];
   layers: {
     layer: number;
     /** MLP: calibrated k and true union density per batch size; recall-vs-k curves */
     mlp?: { k: Record<number, number>; unionDensity: Record<number, number>; recallCurve: { batch_size: number; k: number; recall: number }[] };
-    /** heads (query heads) each sequence keeps */
+    /** query heads each sequence keeps */
     headsKept?: number;
+    /** perplexity increase with j units removed from this layer alone */
     headCost?: { heads_removed: number; ppl_increase: number }[];
   }[];
-  /** configurations the calibration measured (perplexity on calibration tokens) */
-  search: { label: string; mlp_density: number; heads_frac: number; ppl_increase: number }[];
+  /** configurations the calibration measured (perplexity on calibration tokens), on the work axis */
+  search: { label: string; work_skipped: number; mlp_density: number | null; heads_frac: number; ppl_increase: number }[];
+  /** the cost model's reference decode step */
+  reference: { batch: number; context: number } | null;
 }
 
 export interface ReportInputs {
@@ -50,6 +55,9 @@ export interface ReportInputs {
   created?: string;
 }
 
+/** Context of the cost model when the calibration gives none. */
+export const DEFAULT_WORK_CONTEXT = 1024;
+
 /** Marks the Pareto front within each source: maximal work skipped for minimal perplexity increase. */
 export function markPareto(points: Omit<ParetoPoint, 'pareto'>[]): ParetoPoint[] {
   return points.map((p) => ({
@@ -58,10 +66,6 @@ export function markPareto(points: Omit<ParetoPoint, 'pareto'>[]): ParetoPoint[]
       (q) => q !== p && q.source === p.source && q.work_skipped >= p.work_skipped && q.ppl_increase <= p.ppl_increase && (q.work_skipped > p.work_skipped || q.ppl_increase < p.ppl_increase),
     ),
   }));
-}
-
-export function workSkipped(mlpDensity: number, headsFrac: number): number {
-  return 1 - (mlpDensity + headsFrac) / 2;
 }
 
 export function buildReport(inp: ReportInputs): ReportJson {
@@ -85,7 +89,8 @@ export function buildReport(inp: ReportInputs): ReportJson {
       if (l.headsKept !== undefined) heads.push({ layer: l.layer, source: 'calibrated', heads_kept: l.headsKept, heads_total: m.heads });
       for (const c of l.headCost ?? []) headCost.push({ layer: l.layer, ...c });
     }
-    for (const s of cal.search) pareto.push({ label: s.label, source: 'calibration search', work_skipped: workSkipped(s.mlp_density, s.heads_frac), mlp_density: s.mlp_density, heads_frac: s.heads_frac, ppl_increase: s.ppl_increase });
+    const ref = cal.reference ?? { batch: 1, context: DEFAULT_WORK_CONTEXT };
+    for (const s of cal.search) pareto.push({ ...s, source: 'calibration search', batch: ref.batch, context: ref.context });
   } else {
     notes.push('no calibration results: the union-density, recall and head-cost plots are empty');
   }
@@ -99,7 +104,10 @@ export function buildReport(inp: ReportInputs): ReportJson {
       const n = r.layers.length || 1;
       const mlp = r.layers.reduce((a, l) => a + l.mlp_density, 0) / n;
       const hf = r.layers.reduce((a, l) => a + l.heads_kept, 0) / n / m.heads;
-      pareto.push({ label: `validate, batch ${r.batch_size}`, source: 'validate (decoding)', work_skipped: workSkipped(mlp, hf), mlp_density: mlp, heads_frac: hf, ppl_increase: r.ppl_increase });
+      const context = cal?.reference?.context ?? DEFAULT_WORK_CONTEXT;
+      const group = m.heads / m.kvHeads;
+      const ws = workSkipped(m, r.batch_size, context, r.layers.map((l) => l.heads_kept / group), r.layers.map((l) => l.mlp_density * m.ffn));
+      pareto.push({ label: `validate, batch ${r.batch_size}`, source: 'validate (decoding)', work_skipped: ws, mlp_density: mlp, heads_frac: hf, ppl_increase: r.ppl_increase, batch: r.batch_size, context });
     }
   } else {
     notes.push('no validation results');

@@ -99,7 +99,7 @@ export function plotSpecs(r: ReportJson): PlotSpec[] {
     id: 'pareto',
     title: 'Perplexity vs sparsity',
     caption:
-      'Each point is one sparsity configuration: x = share of work skipped (mean over layers of the MLP neurons and attention heads not computed, weighted equally), y = perplexity increase over dense. Filled points are on the Pareto front of their source.',
+      'Each point is one sparsity configuration: x = share of the bytes of a decode step not read (KV cache of the skipped heads at the reference context, MLP weights of the skipped neurons; batch of the point), y = perplexity increase over dense (calibration search: calibration tokens; validate: the validation text). Filled points are on the Pareto front of their source.',
     ...(r.pareto.length
       ? {
           spec: {
@@ -119,6 +119,8 @@ export function plotSpecs(r: ReportJson): PlotSpec[] {
                     { field: 'mlp_density', format: '.3f' },
                     { field: 'heads_frac', format: '.3f' },
                     { field: 'ppl_increase', format: '.4%' },
+                    { field: 'batch' },
+                    { field: 'context' },
                   ],
                 },
               },
@@ -141,7 +143,7 @@ export function plotSpecs(r: ReportJson): PlotSpec[] {
     plots.push({
       id: 'head-cost',
       title: 'Perplexity cost of removing heads, per layer',
-      caption: 'From the head-budget search: perplexity increase over dense when the layer keeps fewer heads (others at their calibrated budget).',
+      caption: 'From the head-budget search (calibration tokens): perplexity increase when one layer alone loses heads (KV groups for GQA, counted in heads), every other layer keeping all heads, the MLP sparse.',
       spec: {
         ...base(r.head_cost),
         mark: { type: 'line', point: true },

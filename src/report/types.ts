@@ -14,6 +14,9 @@ export interface ReportModel {
   ffn: number;
   heads: number;
   kvHeads: number;
+  headDim: number;
+  /** gated MLP (LLaMA: gate, up, down) */
+  gated: boolean;
 }
 
 /** MLP union density vs batch size: the true union (calibration tokens) and the calibrated k / ffn. */
@@ -49,16 +52,22 @@ export interface HeadCostPoint {
 }
 
 /**
- * One sparsity configuration and its perplexity cost. work_skipped = mean over layers of the share of
- * MLP neurons and of attention heads not computed, the two weighted equally (layer 0 counts, dense).
+ * One sparsity configuration and its perplexity cost. work_skipped = share of the bytes of a decode step
+ * not read (src/report/work.ts: the KV cache of the skipped heads at the reference context, plus the MLP
+ * weights of the skipped neurons; the cost model of the calibration's head search).
  */
 export interface ParetoPoint {
   label: string;
   source: string;
   work_skipped: number;
-  mlp_density: number;
+  /** mean share of MLP neurons computed over layers (null: not known for this point) */
+  mlp_density: number | null;
+  /** mean share of attention heads computed over layers */
   heads_frac: number;
   ppl_increase: number;
+  /** batch and context of the cost model */
+  batch: number;
+  context: number;
   /** on the Pareto front of its source (no other point skips more work at no more perplexity) */
   pareto: boolean;
 }

@@ -18,12 +18,13 @@ export function syntheticReport(): ReportJson {
       headCost: [0, 1, 2, 3].map((h) => ({ heads_removed: h, ppl_increase: 0.004 * h * h * layer })),
     })),
     search: [
-      { label: 'all heads, recall 0.99', mlp_density: 0.33, heads_frac: 1, ppl_increase: 0.002 },
-      { label: 'heads 4/3/3', mlp_density: 0.33, heads_frac: 0.8125, ppl_increase: 0.008 },
-      { label: 'heads 3/3/3', mlp_density: 0.33, heads_frac: 0.75, ppl_increase: 0.02 },
-      { label: 'heads 3/2/3', mlp_density: 0.33, heads_frac: 0.6875, ppl_increase: 0.05 },
-      { label: 'dominated', mlp_density: 0.4, heads_frac: 0.9, ppl_increase: 0.03 },
+      { label: 'all heads, recall 0.99', work_skipped: 0.05, mlp_density: 0.33, heads_frac: 1, ppl_increase: 0.002 },
+      { label: 'heads 4/3/3', work_skipped: 0.2, mlp_density: 0.33, heads_frac: 0.8125, ppl_increase: 0.008 },
+      { label: 'heads 3/3/3', work_skipped: 0.25, mlp_density: 0.33, heads_frac: 0.75, ppl_increase: 0.02 },
+      { label: 'heads 3/2/3', work_skipped: 0.3, mlp_density: 0.33, heads_frac: 0.6875, ppl_increase: 0.05 },
+      { label: 'dominated', work_skipped: 0.1, mlp_density: null, heads_frac: 0.9, ppl_increase: 0.03 },
     ],
+    reference: { batch: 16, context: 1024 },
   };
   const layers = (b: number) =>
     [0, 1, 2, 3].map((layer) => ({
@@ -38,7 +39,7 @@ export function syntheticReport(): ReportJson {
     title: 'polar report: small-opt (synthetic)',
     toolVersion: '0.1.0',
     created: '2025-01-01T00:00:00.000Z',
-    model: { name: 'small-opt', family: 'opt', layers: 4, hidden: 256, ffn, heads: 4, kvHeads: 4 },
+    model: { name: 'small-opt', family: 'opt', layers: 4, hidden: 256, ffn, heads: 4, kvHeads: 4, headDim: 64, gated: false },
     calibration: cal,
     validate: { thresholds: { max_ppl_increase: 0.01 }, passed: true, text: 'eval split', tokens: 4096, seconds: 12.3, results },
     artifact: { dir: 'checkpoints/small-opt/artifact', sha256: { 'manifest.json': 'ab'.repeat(32), 'routers.safetensors': 'cd'.repeat(32) } },

@@ -24,10 +24,10 @@ describe('report', () => {
 
   it('marks the Pareto front per source', () => {
     const pts = markPareto([
-      { label: 'a', source: 's', work_skipped: 0.5, mlp_density: 0, heads_frac: 0, ppl_increase: 0.01 },
-      { label: 'b', source: 's', work_skipped: 0.4, mlp_density: 0, heads_frac: 0, ppl_increase: 0.02 },
-      { label: 'c', source: 's', work_skipped: 0.6, mlp_density: 0, heads_frac: 0, ppl_increase: 0.03 },
-      { label: 'd', source: 't', work_skipped: 0.1, mlp_density: 0, heads_frac: 0, ppl_increase: 0.5 },
+      { label: 'a', source: 's', work_skipped: 0.5, mlp_density: 0, heads_frac: 0, ppl_increase: 0.01, batch: 1, context: 1 },
+      { label: 'b', source: 's', work_skipped: 0.4, mlp_density: 0, heads_frac: 0, ppl_increase: 0.02, batch: 1, context: 1 },
+      { label: 'c', source: 's', work_skipped: 0.6, mlp_density: 0, heads_frac: 0, ppl_increase: 0.03, batch: 1, context: 1 },
+      { label: 'd', source: 't', work_skipped: 0.1, mlp_density: 0, heads_frac: 0, ppl_increase: 0.5, batch: 1, context: 1 },
     ]);
     expect(pts.map((p) => p.pareto)).toEqual([true, false, true, true]);
   });
@@ -50,7 +50,7 @@ describe('report', () => {
   });
 
   it('says what is missing instead of drawing empty plots', () => {
-    const r = buildReport({ title: 't', toolVersion: '0', model: { name: 'm', family: 'llama', layers: 2, hidden: 8, ffn: 16, heads: 2, kvHeads: 1 } });
+    const r = buildReport({ title: 't', toolVersion: '0', model: { name: 'm', family: 'llama', layers: 2, hidden: 8, ffn: 16, heads: 2, kvHeads: 1, headDim: 4, gated: true } });
     const h = renderReportHtml(r);
     expect(h).toContain('Not shown: no MLP calibration');
     expect(h).toContain('No benchmark results');
