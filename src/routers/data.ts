@@ -151,17 +151,120 @@ export async function* trainBatches(
       }
     }
   }
-  // drain: a Fisher-Yates pass over what is left
-  for (let left = n; left > 0; left--) {
+  yield* drain(buf, Int32Array.from({ length: n }, (_, i) => i), rng, out, s.batch);
+}
+
+/**
+ * Emits the rows buf[slots[..]] in a Fisher-Yates order drawn from rng, in batches (continuing `out`).
+ * The store is not modified, so an in-memory store can be drained again next epoch.
+ */
+function* drain(buf: RowStore, slots: Int32Array, rng: Rng, out: RowStore, batch: number): Generator<RowBlock> {
+  for (let left = slots.length; left > 0; left--) {
     const j = rng.below(left);
-    out.put(out.rows++, buf, j);
-    if (j !== left - 1) buf.put(j, buf, left - 1);
-    if (out.rows === s.batch) {
+    out.put(out.rows++, buf, slots[j]);
+    slots[j] = slots[left - 1];
+    if (out.rows === batch) {
       yield out;
       out.rows = 0;
     }
   }
-  if (out.rows > 0) yield out;
+  if (out.rows > 0) {
+    yield out;
+    out.rows = 0;
+  }
+}
+
+/**
+ * One layer's training data. When every row fits in the memory budget the layer is read once and kept
+ * (train and validation rows in one store, in stream order); otherwise it is streamed from the shards
+ * every epoch through a shuffle buffer of the budget's size. Both paths emit the same batches.
+ */
+export class LayerData {
+  private constructor(
+    readonly layer: LayerActivations,
+    readonly L: RowLayout,
+    readonly split: SplitOptions,
+    readonly stats: { train: number; val: number; trainPositives: number },
+    private readonly bufferRows: number,
+    private readonly where: string,
+    private readonly store: RowStore | null,
+    private readonly trainSlots: Int32Array | null,
+    private readonly valSlots: Int32Array | null,
+  ) {}
+
+  get inMemory(): boolean {
+    return this.store !== null;
+  }
+
+  static async open(layer: LayerActivations, L: RowLayout, split: SplitOptions, budgetBytes: number, where: string): Promise<LayerData> {
+    const bufferRows = Math.max(1, Math.floor(budgetBytes / rowBytes(L)));
+    if (layer.rows > bufferRows) {
+      const stats = await splitStats(layer, L, split, where);
+      return new LayerData(layer, L, split, stats, bufferRows, where, null, null, null);
+    }
+    const store = new RowStore(L, layer.rows);
+    const isVal = new Uint8Array(layer.rows);
+    const pop = popcounts();
+    const lastMask = L.ffn % 8 ? (1 << L.ffn % 8) - 1 : 0xff;
+    let n = 0, train = 0, trainPositives = 0;
+    for await (const b of layer.batches()) {
+      checkBatch(b, L, where);
+      if (n + b.rows > layer.rows) throw new Error(`${where}: more rows than the ${layer.rows} announced`);
+      for (let i = 0; i < b.rows; i++, n++) {
+        store.put(n, b, i);
+        if (isValidationSeq(split.seed, b.seqId[i], split.valFraction)) {
+          isVal[n] = 1;
+          continue;
+        }
+        train++;
+        if (L.ffn && b.mlpBits) {
+          const row = b.mlpBits.subarray(i * L.bitStride, (i + 1) * L.bitStride);
+          for (let k = 0; k < row.length - 1; k++) trainPositives += pop[row[k]];
+          trainPositives += pop[row[row.length - 1] & lastMask];
+        }
+      }
+    }
+    store.rows = n;
+    const trainSlots = new Int32Array(train), valSlots = new Int32Array(n - train);
+    for (let i = 0, t = 0, v = 0; i < n; i++) {
+      if (isVal[i]) valSlots[v++] = i;
+      else trainSlots[t++] = i;
+    }
+    return new LayerData(layer, L, split, { train, val: n - train, trainPositives }, bufferRows, where, store, trainSlots, valSlots);
+  }
+
+  /** The shuffled training batches of an epoch (the block is reused between iterations). */
+  async *train(epoch: number, layerIndex: number, batch: number): AsyncGenerator<RowBlock> {
+    if (!this.store) {
+      yield* trainBatches(this.layer, this.L, { ...this.split, epoch, layer: layerIndex, batch, bufferRows: this.bufferRows }, this.where);
+      return;
+    }
+    const rng = Rng.for('shuffle', this.split.seed, layerIndex, epoch);
+    yield* drain(this.store, this.trainSlots!.slice(), rng, new RowStore(this.L, batch), batch);
+  }
+
+  /** Validation rows in stream order, in blocks of up to `block` rows (reused between iterations). */
+  async *val(block: number): AsyncGenerator<RowBlock> {
+    if (!this.store) {
+      yield* valBatches(this.layer, this.L, { ...this.split, block }, this.where);
+      return;
+    }
+    const out = new RowStore(this.L, block);
+    for (const slot of this.valSlots!) {
+      out.put(out.rows++, this.store, slot);
+      if (out.rows === block) {
+        yield out;
+        out.rows = 0;
+      }
+    }
+    if (out.rows > 0) yield out;
+  }
+}
+
+function popcounts(): Uint8Array {
+  const pop = new Uint8Array(256);
+  for (let i = 0; i < 256; i++) pop[i] = (i & 1) + pop[i >> 1];
+  return pop;
 }
 
 /** Validation rows in shard order, in blocks of up to `block` rows (reused between iterations). */

@@ -25,7 +25,7 @@ import {
   type RouterState,
   type TrainState,
 } from './checkpoint.ts';
-import { headLabels, headTopK, layoutOf, rowBytes, splitStats, trainBatches, unpackBitsJs, valBatches, type RowBlock, type RowLayout } from './data.ts';
+import { LayerData, headLabels, headTopK, layoutOf, unpackBitsJs, type RowLayout } from './data.ts';
 import { weightedBce, negativeWeight } from './loss.ts';
 import { EvalAccumulator, groupRecall, kForRecall, kGrid, type EvalResult } from './metrics.ts';
 import { HeadRouter, MlpRouter, type RouterModel } from './model.ts';
@@ -184,7 +184,8 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
     );
   }
 
-  const stats = await splitStats(layer, L, { seed: opts.seed, valFraction: opts.valFraction }, where);
+  const data = await LayerData.open(layer, L, { seed: opts.seed, valFraction: opts.valFraction }, opts.shuffleBufferMiB * 1024 * 1024, where);
+  const stats = data.stats;
   if (stats.train < 1 || stats.val < 1) {
     throw new PolarError(
       'bad-input',
@@ -228,7 +229,6 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
     }
   }
 
-  const bufferRows = Math.max(opts.batch, Math.floor((opts.shuffleBufferMiB * 1024 * 1024) / rowBytes(L)));
   const mlpLabels = wantMlp ? new Float32Array(opts.batch * L.ffn) : null;
   const attnLabels = new Float32Array(Math.max(opts.batch, opts.evalBlock) * L.heads);
   const ks = wantMlp ? kGrid(L.ffn) : new Int32Array(0);
@@ -264,7 +264,7 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
       r.lossRows = 0;
     }
     let trainRows = 0;
-    for await (const b of trainBatches(layer, L, { seed: opts.seed, valFraction: opts.valFraction, epoch, layer: l, batch: opts.batch, bufferRows }, where)) {
+    for await (const b of data.train(epoch, l, opts.batch)) {
       if (ctx.shouldStop?.()) throw new PolarError('interrupted', `layer ${l}: interrupted in epoch ${epoch + 1}; the next run resumes after epoch ${epoch}`);
       const rows = b.rows;
       const x = tf.tensor2d(b.x.subarray(0, rows * L.hidden), [rows, L.hidden]);
@@ -287,7 +287,7 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
       evals.set(r.name, { acc: new EvalAccumulator(cols, r.name === 'mlp' ? ks : headKs, ctx.ops), loss: 0, group: [0, 0] });
     }
     const valF = new Float32Array(wantMlp ? opts.evalBlock * L.ffn : 0);
-    for await (const b of valBatches(layer, L, { seed: opts.seed, valFraction: opts.valFraction, block: opts.evalBlock }, where)) {
+    for await (const b of data.val(opts.evalBlock)) {
       const rows = b.rows;
       const x = tf.tensor2d(b.x.subarray(0, rows * L.hidden), [rows, L.hidden]);
       for (const r of active) {

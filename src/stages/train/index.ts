@@ -16,9 +16,11 @@ import { PolarError, badArg, badInput } from '../../errors.ts';
 import { modelIdentity } from '../../model/identity.ts';
 import { nativeOps } from '../../runtime/ops.ts';
 import { projectRoot } from '../../runtime/binding.ts';
-import { selectBackend, type SelectedBackend } from '../../tfjs/backends.ts';
+import { BACKEND_CHOICES, selectBackend, type SelectedBackend } from '../../tfjs/backends.ts';
 import { layerDir, metricsFile, writeTextAtomic } from '../../routers/checkpoint.ts';
 import { TRAIN_DEFAULTS, trainLayer, type LayerResult, type TrainOptions } from '../../routers/trainer.ts';
+import { optionReader } from '../../pipeline/options.ts';
+import type { FingerprintContext, OptionsWhere, StageContext, StageResult } from '../../pipeline/types.ts';
 
 export interface TrainRunOptions extends Partial<TrainOptions> {
   /** folder of activation shards (collect's output), or an ActivationSet (tests, benchmarks) */
@@ -230,30 +232,99 @@ async function runWorkers(
   return results;
 }
 
-// ---- pipeline stage ------------------------------------------------------------------------------------
+// ---- pipeline stage (src/pipeline/types.ts) -------------------------------------------------------------
 
-/**
- * What the stage runner hands the train stage. Options use the names of `polar train`'s flags in camelCase.
- */
-export interface TrainStageContext {
-  /** the model folder (its identity must match the shards') */
-  modelDir?: string;
-  /** collect's output folder */
-  inputDir: string;
-  /** this stage's output folder */
-  outDir: string;
-  options?: Partial<TrainRunOptions>;
-  log?: (line: string) => void;
-  signal?: AbortSignal;
+/** The stage's YAML options (snake_case, as in pipelines/*.yaml), resolved. */
+export interface TrainStageOptions {
+  layers: number[] | null;
+  backend: string | null;
+  jobs: number;
+  rank: number | null;
+  lr: number;
+  weight_decay: number;
+  batch: number;
+  epochs: number;
+  patience: number;
+  val_fraction: number;
+  seed: number;
+  head_top_fraction: number;
+  routers: 'both' | 'mlp' | 'attn';
+  shuffle_buffer_mib: number;
+  eval_block: number;
 }
 
-export async function run(ctx: TrainStageContext): Promise<TrainSummary> {
-  return trainRouters({
-    ...(ctx.options ?? {}),
-    activations: ctx.inputDir,
-    out: ctx.outDir,
-    model: ctx.modelDir,
-    log: ctx.log,
-    shouldStop: ctx.signal ? () => ctx.signal!.aborted : undefined,
+export const description = 'train per layer the MLP router (ReLU models) and the head router with TensorFlow.js';
+export const inputs = ['collect'] as const;
+/** bump when a change makes earlier checkpoints stale */
+export const version = 1;
+
+export function options(raw: Record<string, unknown>, where: OptionsWhere): TrainStageOptions {
+  const r = optionReader(raw, where);
+  const d = TRAIN_DEFAULTS;
+  const o: TrainStageOptions = {
+    layers: r.optIntList('layers', 0) ?? null,
+    backend: r.optOneOf('backend', BACKEND_CHOICES) ?? null,
+    jobs: r.int('jobs', 1, 1, 256),
+    rank: r.optInt('rank', 1) ?? null,
+    lr: r.num('lr', d.lr, 0),
+    weight_decay: r.num('weight_decay', d.weightDecay, 0),
+    batch: r.int('batch', d.batch, 1),
+    epochs: r.int('epochs', d.epochs, 1),
+    patience: r.int('patience', d.patience, 1),
+    val_fraction: r.num('val_fraction', d.valFraction, 0, 1),
+    seed: r.int('seed', d.seed, 0),
+    head_top_fraction: r.num('head_top_fraction', d.headTopFraction, 0, 1),
+    routers: r.oneOf('routers', ['both', 'mlp', 'attn'] as const, d.routers),
+    shuffle_buffer_mib: r.num('shuffle_buffer_mib', d.shuffleBufferMiB, 1),
+    eval_block: r.int('eval_block', d.evalBlock, 1),
+  };
+  r.done();
+  if (!(o.lr > 0)) throw badInput(where.file, `${where.field}.lr`, 'a number > 0', o.lr);
+  if (!(o.val_fraction > 0 && o.val_fraction < 1)) throw badInput(where.file, `${where.field}.val_fraction`, 'a number in (0, 1)', o.val_fraction);
+  if (!(o.head_top_fraction > 0)) throw badInput(where.file, `${where.field}.head_top_fraction`, 'a number in (0, 1]', o.head_top_fraction);
+  return o;
+}
+
+/** The backend decides the last bits of the weights: the one that would be used is part of the key. */
+export async function fingerprint(ctx: FingerprintContext<TrainStageOptions>): Promise<unknown> {
+  const sel = await selectBackend(ctx.options.backend ?? undefined);
+  return { backend: sel.name };
+}
+
+export async function run(ctx: StageContext<TrainStageOptions>): Promise<StageResult> {
+  const o = ctx.options;
+  const collect = ctx.inputs.collect;
+  if (!collect) throw new PolarError('bad-input', `stage ${ctx.stage}: expected the output of a collect stage before it in the pipeline, received none`);
+  const task = ctx.progress('layers');
+  const model = ctx.model();
+  const set = openActivations(collect.dir, { expect: model.identity() });
+  const layers = o.layers ?? set.layers.filter((l) => l !== 0);
+  task.start(layers.length);
+  const summary = await trainRouters({
+    activations: collect.dir,
+    out: ctx.dir,
+    layers,
+    backend: o.backend ?? undefined,
+    jobs: o.jobs,
+    rank: o.rank ?? undefined,
+    lr: o.lr,
+    weightDecay: o.weight_decay,
+    batch: o.batch,
+    epochs: o.epochs,
+    patience: o.patience,
+    valFraction: o.val_fraction,
+    seed: o.seed,
+    headTopFraction: o.head_top_fraction,
+    routers: o.routers,
+    shuffleBufferMiB: o.shuffle_buffer_mib,
+    evalBlock: o.eval_block,
+    model: model.dir,
+    log: (line) => {
+      if (/: wrote |: done already/.test(line)) task.advance(1);
+      ctx.log(line);
+    },
+    shouldStop: () => ctx.signal.aborted,
   });
+  task.end(`${summary.layers.length} layer(s) on ${summary.backend}`);
+  return { summary: summary as unknown as Record<string, unknown> };
 }

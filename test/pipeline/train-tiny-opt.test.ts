@@ -1,0 +1,105 @@
+// The train stage on real activations of tiny-opt, collected by the collect stage:
+// - the Done-when numbers: MLP routers reach mean per-token recall >= 0.99 at some k <= 50% of ffn on
+//   held-out sequences (every layer but 0), read from metrics.jsonl; head routers' recall of the true top
+//   half of heads (see the note at the head assertion);
+// - --jobs 2 (worker processes) writes the same bytes as one process;
+// - shards of another model, truncated shards and shards of another schema version fail naming the file.
+import { describe, expect, it, beforeAll, afterAll } from 'vitest';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { models } from '../helpers.ts';
+import { PolarError } from '../../src/errors.ts';
+import { collect } from '../../src/stages/collect/collect.ts';
+import { trainRouters } from '../../src/stages/train/index.ts';
+import { checkpointFile, metricsFile } from '../../src/routers/checkpoint.ts';
+import type { EpochMetrics } from '../../src/routers/trainer.ts';
+
+let root: string;
+let acts: string;
+const FFN = 512, HEADS = 4;
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), 'polar-train-tiny-'));
+  acts = join(root, 'collect');
+  await collect({ modelDir: models.tinyOpt, out: acts, tokens: 65_536, seqLen: 128, log: () => {} });
+});
+afterAll(() => {
+  rmSync(root, { recursive: true, force: true });
+});
+
+function copyActs(name: string): string {
+  const d = join(root, name);
+  mkdirSync(d);
+  for (const f of readdirSync(acts)) copyFileSync(join(acts, f), join(d, f));
+  return d;
+}
+
+describe('train on tiny-opt activations from the collect stage', () => {
+  it('MLP routers: recall >= 0.99 at k <= 50% of ffn on held-out tokens; head routers rank heads', async () => {
+    const out = join(root, 'train');
+    const s = await trainRouters({ activations: acts, out, model: models.tinyOpt, epochs: 8, log: () => {} });
+    expect(s.backend).toBe('polar-native');
+    expect(s.layers.map((l) => l.layer)).toEqual([1]); // layers 1..L-1 (tiny-opt has 2)
+    for (const { layer } of s.layers) {
+      const lines: EpochMetrics[] = readFileSync(metricsFile(out, layer), 'utf8').trim().split('\n').map((x) => JSON.parse(x));
+      const mlp = lines.filter((m) => m.router === 'mlp');
+      const attn = lines.filter((m) => m.router === 'attn');
+      const bestMlp = mlp.find((m) => m.best && m.epoch === Math.max(...mlp.filter((q) => q.best).map((q) => q.epoch)))!;
+      expect(bestMlp.k99).not.toBeNull();
+      expect(bestMlp.k99!).toBeLessThanOrEqual(FFN / 2);
+      expect(bestMlp.valRows).toBeGreaterThan(3000);
+      expect(bestMlp.trueDensity).toBeGreaterThan(0.05);
+      // Heads: the linear router's recall of the true top-2 of 4 heads by its own top 2. On tiny-opt it
+      // plateaus at ~0.85-0.87, which is also what an exact least-squares fit of log head norms reaches on
+      // the same data (a linear ceiling, not an optimisation problem); 3 of its 4 heads hold >= 90% of the
+      // true top half.
+      const bestAttn = attn.reduce((a, b) => (b.score > a.score ? b : a));
+      expect(bestAttn.headRecall!).toBeGreaterThan(0.8);
+      expect(bestAttn.headK90!).toBeLessThanOrEqual(3);
+      expect(bestAttn.topk.map((p) => p.k)).toEqual([1, 2, 3, 4]);
+    }
+  });
+
+  it('--jobs 2 trains layers in worker processes with the same bytes as one process', async () => {
+    const one = join(root, 'jobs1'), two = join(root, 'jobs2');
+    const o = { activations: acts, layers: [0, 1], epochs: 1, log: () => {} };
+    await trainRouters({ ...o, out: one, jobs: 1 });
+    const logs: string[] = [];
+    await trainRouters({ ...o, out: two, jobs: 2, log: (l) => logs.push(l) });
+    expect(logs.some((l) => l.includes('2 job(s)'))).toBe(true);
+    for (const l of [0, 1]) expect(readFileSync(checkpointFile(two, l)).equals(readFileSync(checkpointFile(one, l)))).toBe(true);
+  });
+
+  it('refuses activations of another model, naming a shard file', async () => {
+    const e = await trainRouters({ activations: acts, out: join(root, 'other'), model: models.tinyLlama, log: () => {} }).catch((x) => x);
+    expect(e).toBeInstanceOf(PolarError);
+    expect(e.message).toMatch(/\.arrow: schema metadata "model_(config|weights)_sha256": expected/);
+  });
+
+  it('refuses a truncated shard, naming it', async () => {
+    const d = copyActs('truncated');
+    rmSync(join(d, 'manifest.json'));
+    const shard = readdirSync(d).filter((f) => f.endsWith('.arrow')).sort()[1];
+    truncateSync(join(d, shard), Math.floor(statSync(join(d, shard)).size / 2));
+    const e = await trainRouters({ activations: d, out: join(root, 'trunc-out'), log: () => {} }).catch((x) => x);
+    expect(e).toBeInstanceOf(PolarError);
+    expect(e.message).toContain(join(d, shard));
+  });
+
+  it('refuses a shard of another schema version, naming it', async () => {
+    const A = await import('apache-arrow');
+    const d = copyActs('future');
+    rmSync(join(d, 'manifest.json'));
+    const shard = readdirSync(d).filter((f) => f.endsWith('.arrow')).sort()[0];
+    const t = A.tableFromIPC(readFileSync(join(d, shard)));
+    const md = new Map(t.schema.metadata);
+    md.set('schema_version', '99');
+    const s2 = new A.Schema(t.schema.fields, md);
+    writeFileSync(join(d, shard), A.tableToIPC(new A.Table(s2, t.batches.map((b) => new A.RecordBatch(s2, b.data))), 'file'));
+    const e = await trainRouters({ activations: d, out: join(root, 'future-out'), log: () => {} }).catch((x) => x);
+    expect(e).toBeInstanceOf(PolarError);
+    expect(e.message).toContain(join(d, shard));
+    expect(e.message).toContain('schema_version');
+  });
+});
