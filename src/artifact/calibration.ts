@@ -35,7 +35,7 @@ export interface CalibrationHeadLayer {
 export interface CalibrationFile {
   format: typeof CALIBRATION_FORMAT;
   version: number;
-  createdAt: string;
+  /** no timestamps or timings: the same inputs and options give the same bytes */
   tool: { name: string; version: string };
   model: {
     name: string;
@@ -52,7 +52,7 @@ export interface CalibrationFile {
   };
   /** the corpus of the activations the routers were trained and calibrated on */
   corpus: { sha256: string; tokens: number };
-  routers: { dir: string; layers: number[]; fingerprints: Record<string, string>; split: { seed: number; valFraction: number } };
+  routers: { layers: number[]; fingerprints: Record<string, string>; split: { seed: number; valFraction: number } };
   mlp: null | {
     /** the recall target the tables are for (the search may pick it among candidates) */
     target: number;
@@ -84,7 +84,6 @@ export interface CalibrationFile {
     layers: CalibrationHeadLayer[];
     candidates: { mlp: number | null; mlpPpl: number; feasible: boolean; heads: number[] | null; ppl: number | null; work: number | null; removals: number; predictedRemovals: number }[];
     evaluations: number;
-    seconds: number;
   };
   /** shares of work skipped (1 - kept / total over every layer, layer 0 included) */
   work: {

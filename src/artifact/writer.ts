@@ -41,6 +41,16 @@ export interface ArtifactInput {
   createdAt?: string;
 }
 
+export interface WriteArtifactOptions {
+  /**
+   * "replace" (default): the folder is replaced as a whole (temporary sibling folder, then rename).
+   * "in-place": the files are moved into an existing folder that others own too (the pipeline's stage
+   * folder, which holds the runner's .stage.json): manifest.json is removed first and moved in last, so
+   * the folder is never a valid artifact with mixed files; other files of the folder are left alone.
+   */
+  mode?: 'replace' | 'in-place';
+}
+
 let cachedVersion: string | null = null;
 /** Version of this package (package.json), recorded in every artifact. */
 export function packageVersion(): string {
@@ -98,11 +108,12 @@ export function routerTensors(model: ModelIdentityDims, routers: RouterLayerWeig
  * Writes an artifact folder at `outDir` (replacing one that is there) and returns its manifest. On any
  * failure the destination is left as it was and the temporary folder is removed.
  */
-export function writeArtifact(outDir: string, input: ArtifactInput): Manifest {
+export function writeArtifact(outDir: string, input: ArtifactInput, opts: WriteArtifactOptions = {}): Manifest {
   const out = resolve(outDir);
-  const parent = dirname(out);
+  const inPlace = opts.mode === 'in-place';
+  const parent = inPlace ? out : dirname(out);
   mkdirSync(parent, { recursive: true });
-  const tmp = join(parent, `.${basename(out)}.tmp-${process.pid}-${Date.now()}`);
+  const tmp = inPlace ? join(out, `.export-tmp-${process.pid}-${Date.now()}`) : join(parent, `.${basename(out)}.tmp-${process.pid}-${Date.now()}`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp);
   try {
@@ -140,7 +151,12 @@ export function writeArtifact(outDir: string, input: ArtifactInput): Manifest {
     writeFileSynced(join(tmp, MANIFEST_FILE), Buffer.from(JSON.stringify(manifest, null, 2) + '\n', 'utf8'));
     // read back through the one reader: schema, checksums, tensor names and shapes
     loadArtifact(tmp);
-    if (existsSync(out)) {
+    if (inPlace) {
+      rmSync(join(out, MANIFEST_FILE), { force: true });
+      for (const name of Object.keys(files)) renameSync(join(tmp, name), join(out, name));
+      renameSync(join(tmp, MANIFEST_FILE), join(out, MANIFEST_FILE));
+      rmSync(tmp, { recursive: true, force: true });
+    } else if (existsSync(out)) {
       const old = join(parent, `.${basename(out)}.old-${process.pid}-${Date.now()}`);
       renameSync(out, old);
       renameSync(tmp, out);

@@ -127,7 +127,13 @@ export async function calibrationWindows(model: LoadedModel, source: string, tex
   return { windows: out, corpus };
 }
 
-export async function calibrate(o: CalibrateOptions): Promise<CalibrationFile> {
+export interface CalibrateResult {
+  calibration: CalibrationFile;
+  file: string;
+  seconds: { mlp: number; heads: number; total: number };
+}
+
+export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
   const t0 = performance.now();
   const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
   const stop = () => {
@@ -201,6 +207,8 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationFile> {
     return k;
   };
   const mlpK = (target: number, l: number, tokens: number) => mlpKFor(mopts!.batchSizes, kTableAt(target, l), spec.ffn, tokens);
+
+  const mlpSeconds = (performance.now() - t0) / 1000;
 
   // ---- 2. attention ------------------------------------------------------------------------------------
   const h = resolveHeads(o.heads);
@@ -313,7 +321,6 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationFile> {
   const file: CalibrationFile = {
     format: CALIBRATION_FORMAT,
     version: CALIBRATION_VERSION,
-    createdAt: new Date().toISOString(),
     tool: { name: 'polar', version: packageVersion() },
     model: {
       name: basename(model.dir),
@@ -329,7 +336,7 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationFile> {
       vocab: spec.vocab,
     },
     corpus: { sha256: acts.corpusSha256, tokens: acts.tokens },
-    routers: { dir: routerDir, layers, fingerprints: Object.fromEntries([...checkpoints].map(([l, c]) => [String(l), c.meta.fingerprint])), split },
+    routers: { layers, fingerprints: Object.fromEntries([...checkpoints].map(([l, c]) => [String(l), c.meta.fingerprint])), split },
     mlp: mlpSection,
     heads: {
       unit,
@@ -349,7 +356,6 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationFile> {
       layers: headLayers,
       candidates: (search?.candidates ?? []).map((c) => ({ ...c })),
       evaluations,
-      seconds: round6(headSeconds),
     },
     work: {
       attention: round6(1 - allHeads / (spec.layers * units)),
@@ -363,9 +369,10 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationFile> {
   log(
     `calibrate: wrote ${join(out, CALIBRATION_JSON)} (${((performance.now() - t0) / 1000).toFixed(1)} s): heads kept ${headLayers.map((x) => `${x.layer}:${x.kept}/${x.units}`).join(' ')}` +
       (sparsePpl !== null && densePpl !== null ? `, ppl ${densePpl.toFixed(3)} -> ${sparsePpl.toFixed(3)} (${(100 * (sparsePpl / densePpl - 1)).toFixed(2)}%)` : '') +
-      (mlpSection ? `, MLP target ${chosenMlp}` : ''),
+      (mlpSection ? `, MLP target ${chosenMlp}` : '') +
+      `; ${evaluations} perplexity evaluation(s) in ${headSeconds.toFixed(1)} s`,
   );
-  return file;
+  return { calibration: file, file: join(out, CALIBRATION_JSON), seconds: { mlp: round6(mlpSeconds), heads: round6(headSeconds), total: round6((performance.now() - t0) / 1000) } };
 }
 
 function round6(v: number): number {
