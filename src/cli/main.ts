@@ -8,6 +8,11 @@ import { registerDoctor } from './doctor.ts';
 import { registerInspectModel } from './inspect-model.ts';
 import { registerEval } from './eval.ts';
 import { registerGenerate } from './generate.ts';
+import { registerCollect } from './collect.ts';
+import { registerTrain } from './train.ts';
+import { registerCalibrate } from './calibrate.ts';
+import { registerExport } from './export.ts';
+import { registerInspect } from './inspect.ts';
 
 export function toolVersion(): string {
   return JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')).version;
@@ -26,6 +31,11 @@ export function buildProgram(): Command {
   registerInspectModel(program);
   registerEval(program);
   registerGenerate(program);
+  registerCollect(program);
+  registerTrain(program);
+  registerCalibrate(program);
+  registerExport(program);
+  registerInspect(program);
   for (const c of program.commands) c.exitOverride().showHelpAfterError('(run with --help for usage)');
   return program;
 }
