@@ -143,7 +143,7 @@ class Task implements ProgressTask {
     }
     const frac = this.total > 0 ? this.done / this.total : 0;
     if (force) return;
-    if (now - this.lastPlain >= this.d.intervalMs || frac - this.lastPlainFrac >= 0.1) {
+    if (now - this.lastPlain >= this.d.intervalMs || frac - this.lastPlainFrac >= 0.1 - 1e-9) {
       this.lastPlain = now;
       this.lastPlainFrac = frac;
       this.d.line(`${this.label}: ${this.status()}`);
