@@ -14,7 +14,7 @@ interface CollectCliOptions {
   layers?: number[];
   routerDtype: 'f16' | 'f32';
   mlpActivity?: 'bits' | 'f16' | 'none';
-  shardTokens: number;
+  shardTokens?: number;
   threads?: number;
   force?: boolean;
   json?: boolean;
@@ -40,7 +40,11 @@ export function registerCollect(program: Command): void {
         'none',
       ]),
     )
-    .option('--shard-tokens <n>', 'tokens per shard file (rounded down to whole sequences): the unit of resume', intOption('--shard-tokens', 1), COLLECT_DEFAULTS.shardTokens)
+    .option(
+      '--shard-tokens <n>',
+      `tokens per shard file, rounded down to whole sequences: the unit of resume (default: ${COLLECT_DEFAULTS.shardTokens}, or fewer so that a range of all layers stays under ${COLLECT_DEFAULTS.shardMemory / 2 ** 20} MiB in memory)`,
+      intOption('--shard-tokens', 1),
+    )
     .option('--threads <n>', 'CPU threads of the runtime (default: all cores, or POLAR_THREADS)', intOption('--threads', 1, 1024))
     .option('--force', 'if --out holds a collection made with other inputs, delete its shards and start over')
     .option('--json', 'print a JSON summary on stdout (progress stays on stderr)')

@@ -31,7 +31,10 @@ export const COLLECT_DEFAULTS = {
   tokens: 200_000,
   seqLen: 256,
   batch: 8,
+  /** tokens per shard range at most; fewer when one range of all recorded layers would exceed shardMemory */
   shardTokens: 32_768,
+  /** bytes that one shard range of all recorded layers may take in memory before it is written */
+  shardMemory: 512 * 2 ** 20,
   routerDtype: 'f16' as const,
   textField: 'text',
 };
@@ -51,7 +54,10 @@ export interface CollectOptions {
   routerDtype?: 'f16' | 'f32';
   /** default: 'bits' for ReLU models, 'none' for gated ones */
   mlpActivity?: 'bits' | 'f16' | 'none';
-  /** tokens per shard, rounded down to whole sequences (at least one sequence) */
+  /**
+   * tokens per shard, rounded down to whole sequences (at least one sequence). Default: 32768, or fewer
+   * so that one range of every recorded layer stays under 512 MiB in memory (large models).
+   */
   shardTokens?: number;
   /** CPU threads of the native runtime (default: the runtime's default) */
   threads?: number;
@@ -183,7 +189,9 @@ export function resolveSettings(o: CollectOptions, model: LoadedModel): CollectS
   }
   const rd = o.routerDtype ?? COLLECT_DEFAULTS.routerDtype;
   if (rd !== 'f16' && rd !== 'f32') throw badInput('collect', 'router-dtype', '"f16" or "f32"', rd);
-  const shardTokens = checkInt('shard-tokens', o.shardTokens ?? COLLECT_DEFAULTS.shardTokens, 1);
+  const perToken = layers.length * (8 + spec.hidden * (rd === 'f16' ? 2 : 4) + (mlp === 'bits' ? Math.ceil(spec.ffn / 8) : mlp === 'f16' ? 2 * spec.ffn : 0) + 4 * spec.heads);
+  const shardTokens =
+    o.shardTokens !== undefined ? checkInt('shard-tokens', o.shardTokens, 1) : Math.min(COLLECT_DEFAULTS.shardTokens, Math.floor(COLLECT_DEFAULTS.shardMemory / perToken));
   return {
     corpus: o.text ?? COLLECT_DEFAULTS.corpus,
     text_field: o.textField ?? COLLECT_DEFAULTS.textField,

@@ -20,7 +20,8 @@ export interface CollectStageOptions {
   router_dtype: 'f16' | 'f32';
   /** null: bits for ReLU models, none for gated ones */
   mlp_activity: 'bits' | 'f16' | 'none' | null;
-  shard_tokens: number;
+  /** null: 32768 or fewer (see COLLECT_DEFAULTS.shardMemory) */
+  shard_tokens: number | null;
 }
 
 export const description = 'run the dense model over the training corpus; record router inputs, MLP activity and head norms (Arrow shards)';
@@ -35,7 +36,7 @@ export function options(raw: Record<string, unknown>, where: OptionsWhere, _pipe
     layers: r.optIntList('layers', 0) ?? null,
     router_dtype: r.oneOf('router_dtype', ['f16', 'f32'] as const, COLLECT_DEFAULTS.routerDtype),
     mlp_activity: r.optOneOf('mlp_activity', ['bits', 'f16', 'none'] as const) ?? null,
-    shard_tokens: r.int('shard_tokens', COLLECT_DEFAULTS.shardTokens, 1),
+    shard_tokens: r.optInt('shard_tokens', 1) ?? null,
   };
   r.done();
   return o;
@@ -60,7 +61,7 @@ export async function run(ctx: StageContext<CollectStageOptions>): Promise<Stage
     layers: o.layers ?? undefined,
     routerDtype: o.router_dtype,
     mlpActivity: o.mlp_activity ?? undefined,
-    shardTokens: o.shard_tokens,
+    shardTokens: o.shard_tokens ?? undefined,
     // the runner empties the folder when the key changes; anything else there is this key's partial work
     onMismatch: 'restart',
     progress: ctx.progress('tok'),
