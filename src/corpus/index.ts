@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
+import * as A from 'apache-arrow';
 import { badInput, notFound, PolarError } from '../errors.ts';
 import type { ModelSpec, TextTokenizer } from '../model/index.ts';
 import { defaultSplitText, type DefaultSplit } from './default.ts';
@@ -129,8 +130,7 @@ async function* jsonlItems(file: string, bytes: Uint8Array, field: string): Asyn
 }
 
 async function* arrowItems(file: string, bytes: Uint8Array, field: string): AsyncGenerator<CorpusItem> {
-  const A = await import('apache-arrow');
-  let reader: InstanceType<typeof A.RecordBatchReader>;
+  let reader: A.RecordBatchReader;
   try {
     reader = A.RecordBatchReader.from(bytes);
     reader.open();
@@ -140,8 +140,8 @@ async function* arrowItems(file: string, bytes: Uint8Array, field: string): Asyn
   const schema = reader.schema;
   const f = schema.fields.find((x) => x.name === field);
   if (!f) throw badInput(file, `column "${field}"`, `a string column (columns: ${schema.fields.map((x) => x.name).join(', ')}; choose one with --text-field)`, undefined);
-  const isText = (t: InstanceType<typeof A.DataType>): boolean => A.DataType.isUtf8(t) || A.DataType.isLargeUtf8(t) || String(t) === 'Utf8View';
-  if (!isText(f.type) && !(A.DataType.isDictionary(f.type) && isText((f.type as InstanceType<typeof A.Dictionary>).dictionary))) {
+  const isText = (t: A.DataType): boolean => A.DataType.isUtf8(t) || A.DataType.isLargeUtf8(t) || String(t) === 'Utf8View';
+  if (!isText(f.type) && !(A.DataType.isDictionary(f.type) && isText((f.type as A.Dictionary).dictionary))) {
     throw badInput(file, `column "${field}"`, 'a string (Utf8) column', String(f.type), true);
   }
   for (const batch of reader) {
