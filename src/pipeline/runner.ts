@@ -210,3 +210,19 @@ export async function runPipeline(cfg: PipelineConfig, o: RunPipelineOptions): P
   if (!o.progress) display.close();
   return { out, stages: reports, seconds: (performance.now() - t0) / 1000 };
 }
+
+/** A plain-text table of a run: stage, cached or time, key prefix, folder, and a few summary numbers. */
+export function summaryTable(r: PipelineResult): string {
+  const rows = r.stages.map((s) => {
+    const nums = Object.entries(s.summary)
+      .filter(([, v]) => typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean')
+      .slice(0, 4)
+      .map(([k, v]) => `${k}=${typeof v === 'number' && !Number.isInteger(v) ? v.toPrecision(4) : String(v).length > 24 ? String(v).slice(0, 21) + '...' : v}`)
+      .join(' ');
+    return [s.stage, s.cached ? 'cached' : formatDuration(s.seconds), s.key.slice(0, 12), nums];
+  });
+  const head = ['stage', 'time', 'key', 'summary'];
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(w[i]))).join('  ');
+  return [line(head), line(w.map((n) => '-'.repeat(n))), ...rows.map(line), `total ${formatDuration(r.seconds)} in ${r.out}`].join('\n');
+}

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadPipeline, parsePipeline, defaultOutDir } from '../../src/pipeline/config.ts';
-import { runPipeline } from '../../src/pipeline/runner.ts';
+import { runPipeline, summaryTable } from '../../src/pipeline/runner.ts';
 import { canonicalJson, hashOf } from '../../src/pipeline/hash.ts';
 import { optionReader } from '../../src/pipeline/options.ts';
 import { silentProgress } from '../../src/progress/index.ts';
@@ -156,6 +156,9 @@ describe('pipeline runner', () => {
     expect(calls).toEqual([]);
     expect(r2.stages.map((s) => s.key)).toEqual(r1.stages.map((s) => s.key));
     expect(r2.stages[1].summary).toEqual(r1.stages[1].summary);
+    const table = summaryTable(r2);
+    expect(table.split('\n')[0]).toMatch(/^stage +time +key +summary$/);
+    expect(table).toMatch(/\na +cached +[0-9a-f]{12} +n=1\n/);
 
     calls = [];
     const r3 = await run(cfg(2));
