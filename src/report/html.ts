@@ -133,13 +133,13 @@ export function renderReportHtml(r: ReportJson): string {
       .join('')}</div></section>`,
   );
   sections.push(
-    `<section><h2>Speed</h2>${r.speed.length ? r.speed.map(speedTable).join('') : '<p class="missing">No benchmark results: run <code>polar bench</code> (or the bench stage) to fill this table.</p>'}</section>`,
+    `<section><h2>Speed</h2>${r.speed.length ? r.speed.map(speedTable).join('') : '<p class="missing">No benchmark results: give benchmark output (JSON or JSON lines) with <code>polar report &lt;runDir&gt; --bench &lt;file&gt;</code>, the report stage\'s <code>bench</code> option, or a bench stage in the pipeline.</p>'}</section>`,
   );
   if (r.stages.length) {
     sections.push(
       `<section><h2>Pipeline stages</h2>${table(
-        ['stage', 'seconds', 'cached'],
-        r.stages.map((s) => [escapeHtml(s.stage), fmt(s.seconds, 1), s.cached ? 'yes' : 'no']),
+        ['stage', 'seconds', 'finished'],
+        r.stages.map((s) => [escapeHtml(s.stage), fmt(s.seconds, 1), escapeHtml(s.finished_at ?? '')]),
         'narrow',
       )}</section>`,
     );

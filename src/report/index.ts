@@ -22,6 +22,8 @@ export * from './types.ts';
 export { renderReportHtml, chartLibraries } from './html.ts';
 export { plotSpecs } from './specs.ts';
 export { decodeStepBytes, workSkipped } from './work.ts';
+export { readSpeedFile, speedTableOf } from './speed.ts';
+export { calibrationView, reportModelOf } from './calibration.ts';
 
 /** What the calibrate stage measured, in the report's terms (from calibration.json: src/report/calibration.ts). */
 export interface CalibrationView {
@@ -94,11 +96,14 @@ export function buildReport(inp: ReportInputs): ReportJson {
   } else {
     notes.push('no calibration results: the union-density, recall and head-cost plots are empty');
   }
+  const mlpLayers = new Set((cal?.layers ?? []).filter((l) => l.mlp).map((l) => l.layer));
   const v = inp.validate ?? null;
   if (v) {
     for (const r of v.results) {
       for (const l of r.layers) {
-        if (cal?.batchSizes.includes(r.batch_size) || !cal) union.push({ layer: l.layer, batch_size: r.batch_size, series: 'realised (validate)', density: l.mlp_density });
+        // realised density only where the MLP is routed (layers with a calibration table; dense layers stay at 1)
+        const routed = cal ? mlpLayers.has(l.layer) : l.layer >= 1 && l.mlp_density < 1;
+        if (routed) union.push({ layer: l.layer, batch_size: r.batch_size, series: 'realised (validate)', density: l.mlp_density });
         heads.push({ layer: l.layer, source: `validate b=${r.batch_size}`, heads_kept: l.heads_kept, heads_total: m.heads });
       }
       const n = r.layers.length || 1;

@@ -108,7 +108,7 @@ export function plotSpecs(r: ReportJson): PlotSpec[] {
               {
                 mark: { type: 'point', size: 70 },
                 encoding: {
-                  x: { field: 'work_skipped', type: 'quantitative', title: 'work skipped', axis: { format: '.0%' } },
+                  x: { field: 'work_skipped', type: 'quantitative', title: 'work skipped (share of decode-step bytes)', axis: { format: '.1%' } },
                   y: { field: 'ppl_increase', type: 'quantitative', title: 'perplexity increase', axis: { format: '.1%' } },
                   color: { field: 'source', type: 'nominal', title: 'source' },
                   fill: { condition: { test: 'datum.pareto', field: 'source', type: 'nominal' }, value: 'transparent' },

@@ -79,19 +79,26 @@ export interface SpeedTable {
   rows: (string | number | null)[][];
 }
 
+/** validate.json of the validate stage. */
 export interface ValidateSection {
-  thresholds: { max_ppl_increase: number };
+  thresholds: { max_ppl_increase: number; min_top1?: number | null; max_kl?: number | null };
   passed: boolean;
+  /** the thresholds exceeded, as readable lines */
+  failures?: string[];
+  /** the validation text (default:eval or a file) */
   text: string;
+  /** predicted positions per batch size */
   tokens: number;
+  window?: number;
   seconds: number;
   results: BatchResult[];
 }
 
 export interface StageTiming {
   stage: string;
+  /** how long the stage took when it ran (a cached stage keeps the time of the run that made it) */
   seconds: number;
-  cached: boolean;
+  finished_at: string | null;
 }
 
 export interface ReportJson {
