@@ -16,13 +16,9 @@ const root = join(import.meta.dirname, '..', '..');
 const model = join(root, 'data/models/tiny-opt');
 const ARGS = ['--tokens', '24000', '--seq-len', '64', '--shard-tokens', '1024', '--batch', '4'];
 
-let entry: string[] | null = null;
+/** `polar` as a user runs it: node bin/polar.js (src/cli/main.ts through tsx) */
 function cliEntry(): string[] {
-  if (entry) return entry;
-  const main = readFileSync(join(root, 'src/cli/main.ts'), 'utf8');
-  if (main.includes('registerCollect')) return (entry = [join(root, 'bin/polar.js')]);
-  console.warn('collect-kill.test: src/cli/main.ts does not register `collect` yet; using test/pipeline/collect-cli.ts (same command definition)');
-  return (entry = [join(root, 'bin/run-ts.js'), join(root, 'test/pipeline/collect-cli.ts')]);
+  return [join(root, 'bin/polar.js')];
 }
 
 function shards(dir: string): string[] {
