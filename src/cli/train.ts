@@ -21,6 +21,7 @@ interface TrainCliOptions {
   batch: number;
   epochs: number;
   patience: number;
+  minDelta: number;
   valFraction: number;
   seed: number;
   headTopFraction: number;
@@ -51,6 +52,7 @@ export function registerTrain(program: Command): void {
     .option('--batch <n>', 'batch size', intOption('--batch', 1), d.batch)
     .option('--epochs <n>', 'maximum epochs', intOption('--epochs', 1), d.epochs)
     .option('--patience <n>', 'early stopping: epochs without improvement of the selection metric (MLP: F1, heads: recall)', intOption('--patience', 1), d.patience)
+    .option('--min-delta <x>', 'early stopping: smallest improvement of the selection metric that resets the patience', floatOption('--min-delta', 0, 1), d.minDelta)
     .option('--val-fraction <x>', 'fraction of sequences held out for validation', floatOption('--val-fraction', 0, 1), d.valFraction)
     .option('--seed <n>', 'seed of the initialisation, shuffles and validation split', intOption('--seed', 0), d.seed)
     .option('--head-top-fraction <x>', 'fraction of heads labelled important per token (by output norm)', floatOption('--head-top-fraction', 0, 1), d.headTopFraction)
@@ -81,6 +83,7 @@ export function registerTrain(program: Command): void {
           batch: o.batch,
           epochs: o.epochs,
           patience: o.patience,
+          minDelta: o.minDelta,
           valFraction: o.valFraction,
           seed: o.seed,
           headTopFraction: o.headTopFraction,

@@ -111,6 +111,8 @@ export interface RouterState {
   step: number;
   bestEpoch: number;
   bestScore: number;
+  /** score of the last improvement larger than minDelta (early stopping) */
+  refScore: number;
   badEpochs: number;
   stopped: boolean;
   bestMetrics: Record<string, unknown> | null;
@@ -143,6 +145,7 @@ export function writeState(file: string, s: TrainState): void {
       step: r.step,
       bestEpoch: r.bestEpoch,
       bestScore: r.bestScore,
+      refScore: r.refScore,
       badEpochs: r.badEpochs,
       stopped: r.stopped,
       bestMetrics: r.bestMetrics,
@@ -171,7 +174,8 @@ export function readState(file: string): TrainState {
       shapes: r.shapes,
       step: r.step,
       bestEpoch: r.bestEpoch,
-      bestScore: r.bestScore,
+      bestScore: r.bestScore ?? -Infinity,
+      refScore: r.refScore ?? -Infinity,
       badEpochs: r.badEpochs,
       stopped: r.stopped,
       bestMetrics: r.bestMetrics,

@@ -33,7 +33,8 @@ export function weightedBce(logits: Tensor2D, labels: Tensor2D, posWeight: numbe
       save([grad]);
       return {
         value: loss,
-        gradFunc: (dy: Tensor, saved: Tensor[]) => tf.mul(saved[0], dy),
+        // dy is the scalar seed of backprop (1 when the loss is differentiated directly): skip the product
+        gradFunc: (dy: Tensor, saved: Tensor[]) => (dy.size === 1 && (dy.dataSync() as Float32Array)[0] === 1 ? saved[0].clone() : tf.mul(saved[0], dy)),
       };
     }
     const n = z.size;

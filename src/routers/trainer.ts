@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
 import type { LayerActivations } from '../arrow/types.ts';
 import { PolarError } from '../errors.ts';
 import type { NativeOps } from '../runtime/ops.ts';
-import { tf, type Tensor2D } from '../tfjs/tf.ts';
+import { tf, type NamedTensorMap, type Scalar, type Tensor2D } from '../tfjs/tf.ts';
+import { native } from '../runtime/binding.ts';
+import { ThreadTuner } from './threads.ts';
 import {
   CHECKPOINT_FORMAT,
   CHECKPOINT_VERSION,
@@ -39,8 +41,10 @@ export interface TrainOptions {
   weightDecay: number;
   batch: number;
   epochs: number;
-  /** stop a router after this many epochs without improvement of its selection metric */
+  /** stop a router after this many epochs without an improvement of its selection metric > minDelta */
   patience: number;
+  /** smallest change of the selection metric (MLP: F1, heads: recall) that counts as an improvement */
+  minDelta: number;
   /** fraction of sequences held out for validation */
   valFraction: number;
   seed: number;
@@ -60,6 +64,7 @@ export const TRAIN_DEFAULTS: TrainOptions = {
   batch: 64,
   epochs: 20,
   patience: 3,
+  minDelta: 1e-3,
   valFraction: 0.1,
   seed: 0,
   headTopFraction: 0.5,
@@ -99,6 +104,8 @@ export interface EpochMetrics {
   valRows: number;
   samplesPerSec: number;
   seconds: number;
+  /** native threads in use at the end of the epoch (tuned between 1 and the maximum), null without native ops */
+  threads: number | null;
   backend: string;
 }
 
@@ -195,7 +202,7 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
 
   const kHeads = headTopK(L.heads, opts.headTopFraction);
   const runs: RouterRun[] = [];
-  const freshState = () => ({ step: 0, bestEpoch: -1, bestScore: -Infinity, badEpochs: 0, stopped: false, bestMetrics: null, best: [] as Float32Array[] });
+  const freshState = () => ({ step: 0, bestEpoch: -1, bestScore: -Infinity, refScore: -Infinity, badEpochs: 0, stopped: false, bestMetrics: null, best: [] as Float32Array[] });
   if (wantMlp) {
     const meanLabel = stats.trainPositives / (stats.train * L.ffn);
     const w = negativeWeight(meanLabel);
@@ -219,7 +226,7 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
         if (!s) continue;
         r.model.load(s.current);
         r.opt.restore(r.model.variables(), s.current.map((_, i) => ({ m: s.m[i], v: s.v[i] })), s.step);
-        r.state = { step: s.step, bestEpoch: s.bestEpoch, bestScore: s.bestScore ?? -Infinity, badEpochs: s.badEpochs, stopped: s.stopped, bestMetrics: s.bestMetrics, best: s.best };
+        r.state = { step: s.step, bestEpoch: s.bestEpoch, bestScore: s.bestScore ?? -Infinity, refScore: s.refScore ?? -Infinity, badEpochs: s.badEpochs, stopped: s.stopped, bestMetrics: s.bestMetrics, best: s.best };
       }
       startEpoch = st.epochs;
       history = st.history as unknown as EpochMetrics[];
@@ -243,16 +250,38 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
     return out;
   };
 
-  const step = (r: RouterRun, x: Tensor2D, y: Tensor2D, rows: number) => {
-    const { value, grads } = tf.variableGrads(() => weightedBce(r.model.logits(x), y, r.posWeight, r.negWeight), r.model.variables());
-    r.opt.applyGradients(grads);
-    const loss = (value.dataSync() as Float32Array)[0];
+  // One step of every active router on the same batch: the losses are summed so that one backward pass
+  // serves all of them (their parameters are disjoint, so each gets exactly its own loss's gradient);
+  // each router keeps its own AdamW state.
+  const step = (active: RouterRun[], x: Tensor2D, ys: Tensor2D[], rows: number) => {
+    const losses: Scalar[] = [];
+    const vars = active.flatMap((r) => r.model.variables());
+    const { value, grads } = tf.variableGrads(() => {
+      let total: Scalar | null = null;
+      active.forEach((r, i) => {
+        const loss = weightedBce(r.model.logits(x), ys[i], r.posWeight, r.negWeight);
+        losses.push(tf.keep(loss));
+        total = total ? (tf.add(total, loss) as Scalar) : loss;
+      });
+      return total!;
+    }, vars);
+    for (const r of active) {
+      const mine: NamedTensorMap = {};
+      for (const v of r.model.variables()) mine[v.name] = grads[v.name];
+      r.opt.applyGradients(mine);
+    }
     value.dispose();
     tf.dispose(grads);
-    if (!Number.isFinite(loss)) throw new PolarError('native', `layer ${l}: ${r.name} router: the training loss became ${loss} at step ${r.opt.step}`);
-    r.lossSum += loss * rows;
-    r.lossRows += rows;
+    active.forEach((r, i) => {
+      const loss = (losses[i].dataSync() as Float32Array)[0];
+      losses[i].dispose();
+      if (!Number.isFinite(loss)) throw new PolarError('native', `layer ${l}: ${r.name} router: the training loss became ${loss} at step ${r.opt.step}`);
+      r.lossSum += loss * rows;
+      r.lossRows += rows;
+    });
   };
+  const maxThreads = ctx.ops ? native().buildInfo().threads : 1;
+  const tuner = ctx.ops ? new ThreadTuner((n) => native().setThreads(n), maxThreads) : null;
 
   let epoch = startEpoch;
   for (; epoch < opts.epochs; epoch++) {
@@ -267,14 +296,16 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
     for await (const b of data.train(epoch, l, opts.batch)) {
       if (ctx.shouldStop?.()) throw new PolarError('interrupted', `layer ${l}: interrupted in epoch ${epoch + 1}; the next run resumes after epoch ${epoch}`);
       const rows = b.rows;
+      const ts = performance.now();
       const x = tf.tensor2d(b.x.subarray(0, rows * L.hidden), [rows, L.hidden]);
-      for (const r of active) {
-        let y: Tensor2D;
-        if (r.name === 'mlp') y = tf.tensor2d(unpack(b.bits!, rows, mlpLabels!).subarray(0, rows * L.ffn), [rows, L.ffn]);
-        else y = tf.tensor2d(headLabels(b.headNorm, rows, L.heads, kHeads, attnLabels).subarray(0, rows * L.heads), [rows, L.heads]);
-        step(r, x, y, rows);
-        y.dispose();
-      }
+      const ys = active.map((r) =>
+        r.name === 'mlp'
+          ? tf.tensor2d(unpack(b.bits!, rows, mlpLabels!).subarray(0, rows * L.ffn), [rows, L.ffn])
+          : tf.tensor2d(headLabels(b.headNorm, rows, L.heads, kHeads, attnLabels).subarray(0, rows * L.heads), [rows, L.heads]),
+      );
+      step(active, x, ys, rows);
+      tf.dispose(ys);
+      tuner?.step(performance.now() - ts);
       x.dispose();
       trainRows += rows;
     }
@@ -335,6 +366,7 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
         valRows: res.rows,
         samplesPerSec: trainSec > 0 ? trainRows / trainSec : 0,
         seconds,
+        threads: tuner?.current ?? null,
         backend: ctx.backend,
       };
       if (r.name === 'mlp') {
@@ -351,13 +383,16 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
       if (m.score > s.bestScore) {
         s.bestScore = m.score;
         s.bestEpoch = epoch + 1;
-        s.badEpochs = 0;
         s.best = r.model.snapshot();
         m.best = true;
         s.bestMetrics = summary(m);
-      } else {
-        s.badEpochs++;
-        if (s.badEpochs >= opts.patience) s.stopped = true;
+      }
+      // patience counts epochs since the last improvement larger than minDelta
+      if (m.score > s.refScore + opts.minDelta) {
+        s.refScore = m.score;
+        s.badEpochs = 0;
+      } else if (++s.badEpochs >= opts.patience) {
+        s.stopped = true;
       }
       s.step = r.opt.step;
       history.push(m);
@@ -386,6 +421,8 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
     writeState(stFile, state);
     writeTextAtomic(metricsFile(ctx.outDir, l), history.map((h) => JSON.stringify(h)).join('\n') + '\n');
   }
+
+  if (tuner && tuner.current !== maxThreads) native().setThreads(maxThreads);
 
   // ---- final checkpoint: best epoch of each router
   const tensors = [];
@@ -434,6 +471,6 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
 
 /** Deterministic subset of an epoch's metrics for the checkpoint (no timings). */
 function summary(m: EpochMetrics): Record<string, unknown> {
-  const { samplesPerSec: _s, seconds: _t, backend: _b, best: _x, topk, ...rest } = m;
+  const { samplesPerSec: _s, seconds: _t, backend: _b, best: _x, threads: _n, topk, ...rest } = m;
   return { ...rest, topk };
 }

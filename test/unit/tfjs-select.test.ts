@@ -130,14 +130,41 @@ describe('native training kernels', () => {
       ops!.colSum(z, 200, 1000, cs);
       return [s, g, cs] as const;
     };
+    // the training step's GEMMs (small-opt and OPT-6.7B router shapes): the trainer tunes the thread count
+    // while it runs, so the weights must not depend on it
+    const shapes: [boolean, boolean, number, number, number][] = [
+      [false, true, 64, 256, 256],
+      [false, true, 64, 1024, 256],
+      [false, false, 64, 256, 1024],
+      [true, false, 1024, 256, 64],
+      [true, false, 256, 256, 64],
+      [false, true, 64, 1024, 4096],
+      [false, false, 64, 1024, 16384],
+      [true, false, 16384, 1024, 64],
+    ];
+    const gemms = () =>
+      shapes.map(([ta, tb, m, nn, k]) => {
+        const r2 = new Rng(m * 7 + nn * 3 + k);
+        const a = r2.uniform(new Float32Array(m * k), 1), b = r2.uniform(new Float32Array(k * nn), 1), c = new Float32Array(m * nn);
+        ops!.sgemm({ transA: ta, transB: tb, m, n: nn, k, a, b, c });
+        return c;
+      });
     native().setThreads(1);
     const a = run();
+    const ga = gemms();
     native().setThreads(Math.max(2, before));
     const b = run();
+    const gb = gemms();
+    native().setThreads(3);
+    const gc = gemms();
     native().setThreads(before);
     expect(b[0]).toBe(a[0]);
     expect(Buffer.from(b[1].buffer).equals(Buffer.from(a[1].buffer))).toBe(true);
     expect(Buffer.from(b[2].buffer).equals(Buffer.from(a[2].buffer))).toBe(true);
+    for (let i = 0; i < shapes.length; i++) {
+      expect(Buffer.from(gb[i].buffer).equals(Buffer.from(ga[i].buffer))).toBe(true);
+      expect(Buffer.from(gc[i].buffer).equals(Buffer.from(ga[i].buffer))).toBe(true);
+    }
   });
 });
 

@@ -85,6 +85,7 @@ function resolveOptions(o: TrainRunOptions): TrainOptions {
   pos('batch', t.batch);
   pos('epochs', t.epochs);
   pos('patience', t.patience);
+  if (!(t.minDelta >= 0)) throw badArg('minDelta', 'a number >= 0', t.minDelta);
   pos('lr', t.lr, false);
   pos('evalBlock', t.evalBlock);
   pos('shuffleBufferMiB', t.shuffleBufferMiB, false);
@@ -245,6 +246,7 @@ export interface TrainStageOptions {
   batch: number;
   epochs: number;
   patience: number;
+  min_delta: number;
   val_fraction: number;
   seed: number;
   head_top_fraction: number;
@@ -271,6 +273,7 @@ export function options(raw: Record<string, unknown>, where: OptionsWhere): Trai
     batch: r.int('batch', d.batch, 1),
     epochs: r.int('epochs', d.epochs, 1),
     patience: r.int('patience', d.patience, 1),
+    min_delta: r.num('min_delta', d.minDelta, 0, 1),
     val_fraction: r.num('val_fraction', d.valFraction, 0, 1),
     seed: r.int('seed', d.seed, 0),
     head_top_fraction: r.num('head_top_fraction', d.headTopFraction, 0, 1),
@@ -312,6 +315,7 @@ export async function run(ctx: StageContext<TrainStageOptions>): Promise<StageRe
     batch: o.batch,
     epochs: o.epochs,
     patience: o.patience,
+    minDelta: o.min_delta,
     valFraction: o.val_fraction,
     seed: o.seed,
     headTopFraction: o.head_top_fraction,
