@@ -270,11 +270,12 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
       for (const v of r.model.variables()) mine[v.name] = grads[v.name];
       r.opt.applyGradients(mine);
     }
-    value.dispose();
+    const values = losses.map((t) => (t.dataSync() as Float32Array)[0]);
+    value.dispose(); // (the loss itself when one router is active)
+    tf.dispose(losses);
     tf.dispose(grads);
     active.forEach((r, i) => {
-      const loss = (losses[i].dataSync() as Float32Array)[0];
-      losses[i].dispose();
+      const loss = values[i];
       if (!Number.isFinite(loss)) throw new PolarError('native', `layer ${l}: ${r.name} router: the training loss became ${loss} at step ${r.opt.step}`);
       r.lossSum += loss * rows;
       r.lossRows += rows;

@@ -1,9 +1,11 @@
-// The train stage on real activations of tiny-opt, collected by the collect stage:
+// The train stage on real activations collected by the collect stage (tiny-opt, tiny-llama):
 // - the Done-when numbers: MLP routers reach mean per-token recall >= 0.99 at some k <= 50% of ffn on
 //   held-out sequences (every layer but 0), read from metrics.jsonl; head routers' recall of the true top
 //   half of heads (see the note at the head assertion);
 // - --jobs 2 (worker processes) writes the same bytes as one process;
-// - shards of another model, truncated shards and shards of another schema version fail naming the file.
+// - shards of another model, truncated shards and shards of another schema version fail naming the file;
+// - a gated GQA model (tiny-llama) gets head routers only, with KV groups as the selection unit;
+// - the stage's YAML options are checked strictly.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,18 +13,21 @@ import { join } from 'node:path';
 import { models } from '../helpers.ts';
 import { PolarError } from '../../src/errors.ts';
 import { collect } from '../../src/stages/collect/collect.ts';
-import { trainRouters } from '../../src/stages/train/index.ts';
-import { checkpointFile, metricsFile } from '../../src/routers/checkpoint.ts';
+import { options as stageOptions, trainRouters } from '../../src/stages/train/index.ts';
+import { checkpointFile, metricsFile, readCheckpoint } from '../../src/routers/checkpoint.ts';
 import type { EpochMetrics } from '../../src/routers/trainer.ts';
 
 let root: string;
 let acts: string;
+let small: string;
 const FFN = 512, HEADS = 4;
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'polar-train-tiny-'));
   acts = join(root, 'collect');
   await collect({ modelDir: models.tinyOpt, out: acts, tokens: 65_536, seqLen: 128, log: () => {} });
+  small = join(root, 'collect-small');
+  await collect({ modelDir: models.tinyOpt, out: small, tokens: 8192, seqLen: 128, log: () => {} });
 });
 afterAll(() => {
   rmSync(root, { recursive: true, force: true });
@@ -63,7 +68,7 @@ describe('train on tiny-opt activations from the collect stage', () => {
 
   it('--jobs 2 trains layers in worker processes with the same bytes as one process', async () => {
     const one = join(root, 'jobs1'), two = join(root, 'jobs2');
-    const o = { activations: acts, layers: [0, 1], epochs: 1, log: () => {} };
+    const o = { activations: small, layers: [0, 1], epochs: 2, log: () => {} };
     await trainRouters({ ...o, out: one, jobs: 1 });
     const logs: string[] = [];
     await trainRouters({ ...o, out: two, jobs: 2, log: (l) => logs.push(l) });
@@ -101,5 +106,28 @@ describe('train on tiny-opt activations from the collect stage', () => {
     expect(e).toBeInstanceOf(PolarError);
     expect(e.message).toContain(join(d, shard));
     expect(e.message).toContain('schema_version');
+  });
+
+  it('tiny-llama (gated, GQA): head routers only, KV groups as the selection unit', async () => {
+    const d = join(root, 'llama-collect');
+    await collect({ modelDir: models.tinyLlama, out: d, tokens: 8192, seqLen: 128, log: () => {} });
+    const out = join(root, 'llama-train');
+    const s = await trainRouters({ activations: d, out, model: models.tinyLlama, epochs: 2, log: () => {} });
+    expect(s.layers.map((l) => l.layer)).toEqual([1]);
+    const ck = readCheckpoint(checkpointFile(out, 1));
+    expect([...ck.tensors.keys()].sort()).toEqual(['layers.1.attn_router.bias', 'layers.1.attn_router.weight']);
+    expect(ck.meta.selectionUnit).toBe('kv-group');
+    expect(ck.meta.groupSize).toBe(2);
+    expect(ck.meta.mlp).toBeNull();
+    expect(typeof ck.meta.attn!.metrics.groupRecall).toBe('number');
+  });
+
+  it('checks the stage options of the pipeline YAML', () => {
+    const where = { file: 'pipelines/x.yaml', field: 'stages.train' };
+    expect(stageOptions({}, where).lr).toBe(1e-4);
+    expect(stageOptions({ epochs: 5, layers: [1, 2] }, where)).toMatchObject({ epochs: 5, layers: [1, 2], batch: 64 });
+    expect(() => stageOptions({ epoch: 5 }, where)).toThrow(/pipelines\/x\.yaml: stages\.train\.epoch/);
+    expect(() => stageOptions({ backend: 'tpu' }, where)).toThrow(/stages\.train\.backend/);
+    expect(() => stageOptions({ val_fraction: 1 }, where)).toThrow(/stages\.train\.val_fraction: expected a number in \(0, 1\)/);
   });
 });
