@@ -13,6 +13,9 @@ import { registerTrain } from './train.ts';
 import { registerCalibrate } from './calibrate.ts';
 import { registerExport } from './export.ts';
 import { registerInspect } from './inspect.ts';
+import { registerValidate } from './validate.ts';
+import { registerReport } from './report.ts';
+import { registerRun } from './run.ts';
 
 export function toolVersion(): string {
   return JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')).version;
@@ -27,6 +30,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  registerRun(program);
   registerDoctor(program);
   registerInspectModel(program);
   registerEval(program);
@@ -36,6 +40,8 @@ export function buildProgram(): Command {
   registerCalibrate(program);
   registerExport(program);
   registerInspect(program);
+  registerValidate(program);
+  registerReport(program);
   for (const c of program.commands) c.exitOverride().showHelpAfterError('(run with --help for usage)');
   return program;
 }
