@@ -44,6 +44,6 @@ export function syntheticReport(): ReportJson {
     validate: { thresholds: { max_ppl_increase: 0.01 }, passed: true, text: 'eval split', tokens: 4096, seconds: 12.3, results },
     artifact: { dir: 'checkpoints/small-opt/artifact', sha256: { 'manifest.json': 'ab'.repeat(32), 'routers.safetensors': 'cd'.repeat(32) } },
     speed: [{ source: 'bench.json (synthetic)', columns: ['batch', 'dense ms', 'sparse ms', 'speedup'], rows: [[1, 1.5, 0.9, 1.67], [16, 3.1, 2.2, 1.41]] }],
-    stages: [{ stage: 'collect', seconds: 60, cached: false }],
+    stages: [{ stage: 'collect', seconds: 60, finished_at: '2025-01-01T00:00:00.000Z' }],
   });
 }
