@@ -53,6 +53,8 @@ interface Result {
   flopsPerStep: number;
   /** spread of the timed chunks (min..max ms/step) */
   msRange: [number, number];
+  /** native threads (polar-native only) */
+  threads?: number | null;
 }
 
 function benchShape(backend: string, s: Shape): Result {
@@ -115,11 +117,21 @@ for (const b of wantBackends) {
     log(`${b}: not available: ${(e as Error).message.split('\n')[0].slice(0, 200)}`);
     continue;
   }
-  for (const s of SHAPES.filter((x) => wantShapes.includes(x.name))) {
-    const r = benchShape(b, s);
-    results.push(r);
-    log(`${b.padEnd(13)} ${s.name.padEnd(15)} ${r.dims.padEnd(17)} B=${s.batch}: ${r.msPerStep.toFixed(3)} ms/step  ${Math.round(r.samplesPerSec)} samples/s  ${r.gflops.toFixed(1)} GFLOP/s  (${r.steps} steps)`);
+  // polar-native: at the machine's thread count and at one thread (what the trainer's tuner picks
+  // between; on a machine busy with other work one thread can win)
+  const maxThreads = b === 'polar-native' ? native().buildInfo().threads : 1;
+  const threadCounts = b === 'polar-native' && maxThreads > 1 ? [maxThreads, 1] : [0];
+  for (const th of threadCounts) {
+    if (th) native().setThreads(th);
+    const label = th && th !== maxThreads ? `${b}@${th}t` : b;
+    for (const s of SHAPES.filter((x) => wantShapes.includes(x.name))) {
+      const r = benchShape(label, s);
+      r.threads = th || null;
+      results.push(r);
+      log(`${label.padEnd(16)} ${s.name.padEnd(15)} ${r.dims.padEnd(17)} B=${s.batch}: ${r.msPerStep.toFixed(3)} ms/step  ${Math.round(r.samplesPerSec)} samples/s  ${r.gflops.toFixed(1)} GFLOP/s  (${r.steps} steps)`);
+    }
   }
+  if (b === 'polar-native') native().setThreads(maxThreads);
 }
 
 const speedups: Record<string, Record<string, number>> = {};

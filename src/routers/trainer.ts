@@ -103,7 +103,10 @@ export interface EpochMetrics {
   trainRows: number;
   valRows: number;
   samplesPerSec: number;
+  /** wall time of the epoch: training and validation */
   seconds: number;
+  /** of which validation */
+  evalSeconds: number;
   /** native threads in use at the end of the epoch (tuned between 1 and the maximum), null without native ops */
   threads: number | null;
   backend: string;
@@ -367,6 +370,7 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
         valRows: res.rows,
         samplesPerSec: trainSec > 0 ? trainRows / trainSec : 0,
         seconds,
+        evalSeconds: seconds - trainSec,
         threads: tuner?.current ?? null,
         backend: ctx.backend,
       };
@@ -472,6 +476,6 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
 
 /** Deterministic subset of an epoch's metrics for the checkpoint (no timings). */
 function summary(m: EpochMetrics): Record<string, unknown> {
-  const { samplesPerSec: _s, seconds: _t, backend: _b, best: _x, threads: _n, topk, ...rest } = m;
+  const { samplesPerSec: _s, seconds: _t, evalSeconds: _e, backend: _b, best: _x, threads: _n, topk, ...rest } = m;
   return { ...rest, topk };
 }
