@@ -18,6 +18,7 @@ import { perplexity } from '../../src/eval/perplexity.ts';
 import { defaultSplitText } from '../../src/corpus/index.ts';
 import { models } from '../helpers.ts';
 import { cli, cliHas, TINY_PIPELINE } from './run-fixture.ts';
+import { haveChromium, noChromiumReason, renderReport } from '../unit/report-chromium.ts';
 
 const na = nativeAvailable();
 if (!na.ok) console.log(`run-tiny-opt: skipped: ${na.reason.split('\n')[0]}`);
@@ -78,6 +79,20 @@ describe.skipIf(!na.ok)('polar run on tiny-opt', () => {
     expect(report.recall_vs_k.length).toBeGreaterThan(0);
     expect(readFileSync(join(out, 'report.html'), 'utf8')).not.toMatch(/<script[^>]+src=/);
   });
+
+  it.skipIf(!haveChromium)('report.html of the run renders every plot in headless Chromium', async () => {
+    const r = await renderReport(join(out, 'report.html'));
+    expect(r.state.errors).toEqual([]);
+    expect(r.state.plots).toBeGreaterThanOrEqual(4);
+    expect(r.state.rendered).toBe(r.state.plots);
+    const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
+    expect(r.marks['union-density'].symbols).toBe(report.union_density.length);
+    expect(r.marks['recall-vs-k'].symbols).toBe(report.recall_vs_k.length);
+    expect(r.marks['heads-kept'].rects).toBe(report.heads_kept.length);
+    expect(r.marks['pareto'].symbols).toBe(report.pareto.length);
+    expect(r.external).toEqual([]);
+  });
+  if (!haveChromium) console.log(`run-tiny-opt: report rendering check skipped: ${noChromiumReason}`);
 
   it('validate.json: the documented fields, per batch size and layer, and a dense perplexity equal to the prefill one', async () => {
     const v = JSON.parse(readFileSync(join(out, 'validate/validate.json'), 'utf8'));
