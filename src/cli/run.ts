@@ -1,7 +1,7 @@
 // `polar run`: the whole pipeline (collect -> train -> calibrate -> export -> validate -> report) through
 // the pipeline runner (src/pipeline): cached stages are skipped, an interrupted stage resumes, one
 // progress display, and a final summary table. Exits 3 when validation failed (after the report is written).
-import type { Command } from 'commander';
+import { Argument, type Command } from 'commander';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PolarError } from '../errors.ts';
@@ -82,7 +82,7 @@ export function registerRun(program: Command): void {
   program
     .command('run')
     .description('run a whole pipeline: collect -> train -> calibrate -> export -> validate -> report, with caching and resume')
-    .argument('[pipeline]', 'pipeline YAML file (pipelines/*.yaml)', DEFAULT_PIPELINE)
+    .addArgument(new Argument('[pipeline]', 'pipeline YAML file (pipelines/*.yaml)').default(DEFAULT_PIPELINE, 'pipelines/small-opt.yaml of polar'))
     .option('--out <dir>', 'output folder (default: checkpoints/<pipeline name>/ in the current directory)')
     .option('--model <dir>', 'model folder (overrides the pipeline file\'s `model:`)')
     .option('--train-text <file>', 'training corpus (overrides corpus.train): .txt/.jsonl/.arrow/.parquet or default:train')
