@@ -220,4 +220,30 @@ describe('router training on polar-native matches the cpu backend', () => {
     model.dispose();
     opt.dispose();
   });
+
+  it('recycled output buffers never change data that is still referenced', async () => {
+    await tf.setBackend(NATIVE_BACKEND);
+    const A = rand(64 * 64), B = rand(64 * 64);
+    const a = tf.tensor2d(A, [64, 64]), b = tf.tensor2d(B, [64, 64]);
+    const c = tf.matMul(a, b); // a pooled output buffer
+    const seen = c.dataSync() as Float32Array; // a copy: stays valid after dispose
+    const want = Float32Array.from(seen);
+    const view = tf.slice(c, [1, 0], [2, 64]); // the cpu Slice kernel returns a view of c's buffer
+    const viewWant = Float32Array.from(view.dataSync() as Float32Array);
+    const r = tf.reshape(c, [4096]); // shares c's data id
+    c.dispose();
+    const d = tf.matMul(b, a); // same size: would reuse c's buffer if it had been recycled
+    const e = tf.matMul(a, a);
+    expect(Array.from(seen)).toEqual(Array.from(want));
+    expect(Array.from(view.dataSync() as Float32Array)).toEqual(Array.from(viewWant));
+    expect(Array.from(r.dataSync() as Float32Array)).toEqual(Array.from(want));
+    r.dispose();
+    view.dispose();
+    // now c's buffer is free: recycled into the next product of its size, with correct results
+    const f = tf.matMul(b, b);
+    const [ref] = await on('cpu', () => [Float32Array.from(tf.matMul(tf.tensor2d(B, [64, 64]), tf.tensor2d(B, [64, 64])).dataSync() as Float32Array)]);
+    await tf.setBackend(NATIVE_BACKEND);
+    close(ref, f.dataSync() as Float32Array);
+    tf.dispose([a, b, d, e, f]);
+  });
 });
