@@ -10,6 +10,7 @@ import type { NativeOps } from '../runtime/ops.ts';
 import { tf, type NamedTensorMap, type Scalar, type Tensor2D } from '../tfjs/tf.ts';
 import { native } from '../runtime/binding.ts';
 import { ThreadTuner } from './threads.ts';
+import { NATIVE_BACKEND } from '../tfjs/native-backend.ts';
 import {
   CHECKPOINT_FORMAT,
   CHECKPOINT_VERSION,
@@ -284,8 +285,10 @@ export async function trainLayer(layer: LayerActivations, opts: TrainOptions, ct
       r.lossRows += rows;
     });
   };
-  const maxThreads = ctx.ops ? native().buildInfo().threads : 1;
-  const tuner = ctx.ops ? new ThreadTuner((n) => native().setThreads(n), maxThreads) : null;
+  // the thread count only matters where the training math is native (polar-native)
+  const tuned = !!ctx.ops && ctx.backend === NATIVE_BACKEND;
+  const maxThreads = tuned ? native().buildInfo().threads : 1;
+  const tuner = tuned ? new ThreadTuner((n) => native().setThreads(n), maxThreads) : null;
 
   let epoch = startEpoch;
   for (; epoch < opts.epochs; epoch++) {
