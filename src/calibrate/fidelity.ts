@@ -84,3 +84,38 @@ export function decodeEvaluator(input: DecodeEvaluatorInput): DecodeEvaluator {
   };
   return { evaluate, tokens, seconds: () => spent, dispose: () => session.dispose() };
 }
+
+/**
+ * A faster evaluator for configurations with the MLP dense (the head sweep): windows run as prefill, several
+ * per call. Per-token head selection makes this exact: each token keeps its own heads whether it is decoded
+ * alone or prefilled with its predecessors (Q/K/V stay dense, so the KV cache is the same).
+ */
+export function prefillEvaluator(input: Omit<DecodeEvaluatorInput, 'batch'>): DecodeEvaluator {
+  const { rt, windows } = input;
+  const vocab = rt.spec.vocab;
+  const maxLen = Math.max(...windows.map((w) => w.length));
+  const per = Math.max(1, Math.min(16, windows.length, Math.floor((256 << 20) / (4 * vocab * maxLen))));
+  const session = rt.session({ maxSeqs: per, maxLen });
+  const tokens = windows.reduce((a, w) => a + w.length - 1, 0);
+  let spent = 0;
+  const evaluate: PplEvaluator = async (cfg) => {
+    if (cfg.mlp !== null) throw new Error('prefill evaluator: head configurations only (the MLP union of a prefill call is not that of decoding)');
+    const t0 = performance.now();
+    session.setSparsePlan(planFor(cfg, input));
+    const acc = { nll: 0, count: 0 };
+    for (let g = 0; g < windows.length; g += per) {
+      if (input.shouldStop?.()) throw new Error('head calibration interrupted');
+      const group = windows.slice(g, g + per);
+      session.reset();
+      const out = await session.forward(group.map((w, slot) => ({ slot, tokens: w })), { logits: 'all' });
+      let row = 0;
+      for (const w of group) {
+        accumulateNll(out.logits!, vocab, row, w.subarray(1), acc);
+        row += w.length;
+      }
+    }
+    spent += (performance.now() - t0) / 1000;
+    return Math.exp(acc.nll / acc.count);
+  };
+  return { evaluate, tokens, seconds: () => spent, dispose: () => session.dispose() };
+}

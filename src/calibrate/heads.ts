@@ -7,8 +7,9 @@
 // (src/calibrate/fidelity.ts decodes with the runtime; tests pass synthetic ones). Every evaluation is cached.
 //
 //  1. dense perplexity P0 and the budget P0 (1 + maxPplIncrease);
-//  2. sweep: with the MLP sparse at the first candidate target, each sparse layer alone loses one unit at a
-//     time (the others keep all): ppl_l(j) for j units removed. This gives the marginal perplexity cost of
+//  2. sweep: each sparse layer alone loses one unit at a time (the others keep all): ppl_l(j) for j units
+//     removed, with the MLP sparse at the first candidate target — or, given a separate sweep evaluator
+//     (heads only: prefill is exact for per-token head selection and much faster than decoding), dense. This gives the marginal perplexity cost of
 //     each unit removed (recorded for the report); a layer's sweep stops once its increase passes
 //     `sweepStop` x the budget (further removals cannot fit);
 //  3. for each MLP target candidate t: P_t (MLP sparse at t, every unit kept); if P_t is over budget, t is
@@ -45,6 +46,11 @@ export interface HeadSearchOptions {
   mlpTargets: (number | null)[];
   /** relative work of a configuration (lower is better): the objective between feasible candidates */
   work: (cfg: EvalConfig) => number;
+  /**
+   * evaluator of the sweep (configurations with the MLP dense, heads only), e.g. a faster prefill one: the
+   * sweep then runs with the MLP dense. Default: the main evaluator, with the first candidate's MLP.
+   */
+  sweepEvaluate?: PplEvaluator;
   /** stop a layer's sweep once its increase exceeds this multiple of the budget (default 4; Infinity: full sweeps) */
   sweepStop?: number;
   log?: (line: string) => void;
@@ -81,8 +87,10 @@ export interface HeadSearchResult {
   candidates: CandidateResult[];
   /** the winning configuration (every unit kept and MLP dense when nothing fits) */
   chosen: { heads: number[]; mlp: number | null; ppl: number; work: number };
+  /** distinct configurations evaluated by the main evaluator, and by the sweep evaluator when separate */
   evaluations: number;
-  /** every distinct configuration evaluated, in order */
+  sweepEvaluations: number;
+  /** every distinct configuration evaluated by the main evaluator, in order */
   trace: { heads: number[]; mlp: number | null; ppl: number }[];
 }
 
@@ -181,8 +189,9 @@ export async function searchHeadBudgets(evaluate: PplEvaluator, spaceIn: HeadSpa
   log(`heads: dense ppl ${densePpl.toFixed(4)}, budget ${budgetPpl.toFixed(4)} (+${(100 * o.maxPplIncrease).toFixed(2)}%)`);
 
   // 2. sweep with the first candidate's MLP setting
-  const sweepMlp = o.mlpTargets[0];
-  const sweepBase = await ev.eval({ heads: full(), mlp: sweepMlp });
+  const sweepMlp = o.sweepEvaluate ? null : o.mlpTargets[0];
+  const sev = o.sweepEvaluate ? cachedEvaluator(o.sweepEvaluate) : ev;
+  const sweepBase = await sev.eval({ heads: full(), mlp: sweepMlp });
   const sweep: LayerSweep[] = [];
   for (const l of L) {
     const ppl = [sweepBase];
@@ -190,7 +199,7 @@ export async function searchHeadBudgets(evaluate: PplEvaluator, spaceIn: HeadSpa
       stop();
       const h = full();
       h[l] = space.units - j;
-      const p = await ev.eval({ heads: h, mlp: sweepMlp });
+      const p = await sev.eval({ heads: h, mlp: sweepMlp });
       ppl.push(p);
       if (Math.log(p / sweepBase) > sweepStop * Math.max(budgetLog, 1e-6)) break;
     }
@@ -248,7 +257,7 @@ export async function searchHeadBudgets(evaluate: PplEvaluator, spaceIn: HeadSpa
   // 4. least work among the feasible candidates
   let chosen: HeadSearchResult['chosen'] = { heads: full(), mlp: null, ppl: densePpl, work: o.work({ heads: full(), mlp: null }) };
   for (const c of candidates) if (c.feasible && c.work! < chosen.work) chosen = { heads: c.heads!, mlp: c.mlp, ppl: c.ppl!, work: c.work! };
-  return { densePpl, budgetPpl, sweepMlp, sweepBasePpl: sweepBase, sweep, candidates, chosen, evaluations: ev.count, trace: ev.trace };
+  return { densePpl, budgetPpl, sweepMlp, sweepBasePpl: sweepBase, sweep, candidates, chosen, evaluations: ev.count, sweepEvaluations: sev === ev ? 0 : sev.count, trace: ev.trace };
 }
 
 /** Fixed fraction of units per sparse layer (no search): max(minUnits, round(fraction x units)). */

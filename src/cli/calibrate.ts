@@ -33,6 +33,7 @@ interface CalibrateCliOptions {
   window: number;
   evalBatch: number;
   sweepStop: number;
+  workBatch: number;
   workContext: number;
   json?: boolean;
 }
@@ -70,7 +71,7 @@ export function registerCalibrate(program: Command): void {
     .addOption(new Option('--heads <mode>', 'heads kept: fidelity (search against the perplexity budget), fixed (--head-fraction), dense').choices(['fidelity', 'fixed', 'dense']).default(h.mode))
     .option('--head-fraction <x>', 'fixed mode: share of heads (KV groups) each token keeps', floatOption('--head-fraction', 0, 1), h.fraction)
     .option('--max-ppl-increase <x>', 'perplexity budget: sparse <= (1 + x) dense on the calibration tokens', floatOption('--max-ppl-increase', 0), h.maxPplIncrease)
-    .option('--mlp-targets <list>', 'MLP recall targets searched with the heads (default: --target, 0.98, 0.995)', floatListOption('--mlp-targets', 0, 1))
+    .option('--mlp-targets <list>', 'MLP recall targets searched with the heads (default: --target and the stricter of 0.995, 0.999; list lower ones to allow them)', floatListOption('--mlp-targets', 0, 1))
     .option('--min-units <n>', 'fewest heads (KV groups) a layer keeps', intOption('--min-units', 0), h.minUnits)
     .option('--corpus <source>', 'calibration text: default:train, default:eval or a .txt/.jsonl/.arrow/.parquet file', h.corpus)
     .option('--text-field <name>', 'text column of .jsonl/.arrow/.parquet corpora', h.textField)
@@ -79,7 +80,8 @@ export function registerCalibrate(program: Command): void {
     .option('--window <n>', 'perplexity window', intOption('--window', 2), h.window)
     .option('--eval-batch <n>', 'windows decoded together (fidelity is judged with the MLP k of this batch size)', intOption('--eval-batch', 1), h.evalBatch)
     .option('--sweep-stop <x>', "stop a layer's head sweep once its perplexity increase passes this multiple of the budget", floatOption('--sweep-stop', 0), h.sweepStop)
-    .option('--work-context <n>', 'context length of the decode step the work model compares configurations at', intOption('--work-context', 1), h.workContext)
+    .option('--work-batch <n>', 'batch of the decode step the work model ranks feasible configurations at (KV bytes of kept heads + MLP weight bytes of kept neurons)', intOption('--work-batch', 1), h.workBatch)
+    .option('--work-context <n>', 'context length of that decode step', intOption('--work-context', 1), h.workContext)
     .option('--json', 'print calibration.json on stdout')
     .action(
       action(async (o: CalibrateCliOptions) => {
@@ -108,6 +110,7 @@ export function registerCalibrate(program: Command): void {
             window: o.window,
             evalBatch: o.evalBatch,
             sweepStop: o.sweepStop,
+            workBatch: o.workBatch,
             workContext: o.workContext,
           },
           log,

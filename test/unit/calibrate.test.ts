@@ -200,6 +200,21 @@ describe('head-budget search', () => {
     expect(r.chosen.work).toBe(best.work);
   });
 
+  it('runs the sweep on a separate heads-only evaluator (MLP dense) when given one', async () => {
+    const main = syntheticEval(perUnit, (t) => (t === null ? 0 : 0.002));
+    const sweepCalls: EvalConfig[] = [];
+    const sweepEval = async (cfg: EvalConfig) => {
+      sweepCalls.push(cfg);
+      return main.f(cfg);
+    };
+    const r = await searchHeadBudgets(main.f, space, { maxPplIncrease: 0.01, mlpTargets: [0.99], work: workOf(() => 0), sweepEvaluate: sweepEval, sweepStop: Infinity });
+    expect(sweepCalls.every((c) => c.mlp === null)).toBe(true);
+    expect(r.sweepMlp).toBeNull();
+    expect(r.sweepEvaluations).toBe(1 + 3 * 3);
+    expect(r.trace.every((t) => t.mlp === null || t.mlp === 0.99)).toBe(true);
+    expect(r.chosen.heads).toEqual([4, 2, 1, 4]); // same answer: the costs are additive
+  });
+
   it('stops a layer sweep early once it is far over budget', async () => {
     const ev = syntheticEval([[], [0.001, 0.002, 0.01], [0.0002, 0.0004, 0.003], [0.2, 0.2, 0.2]], () => 0);
     const r = await searchHeadBudgets(ev.f, space, { maxPplIncrease: 0.01, mlpTargets: [null], work: workOf(() => 0), sweepStop: 4 });

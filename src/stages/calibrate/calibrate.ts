@@ -14,7 +14,7 @@ import { CALIBRATION_FORMAT, CALIBRATION_VERSION, writeCalibration, type Calibra
 import { mlpKFor } from '../../artifact/plan.ts';
 import { packageVersion } from '../../artifact/writer.ts';
 import { heldOutRows } from '../../calibrate/data.ts';
-import { decodeEvaluator, type LayerRouters } from '../../calibrate/fidelity.ts';
+import { decodeEvaluator, prefillEvaluator, type LayerRouters } from '../../calibrate/fidelity.ts';
 import { fixedHeads, searchHeadBudgets, type EvalConfig, type HeadSearchResult } from '../../calibrate/heads.ts';
 import { layerTable, measureLayer, resolveMlpOptions, routerLogits, sampleCurve, type MlpCalibrationOptions, type MlpLayerCurves } from '../../calibrate/mlp.ts';
 import { openCorpus, planSequences } from '../../corpus/index.ts';
@@ -34,7 +34,10 @@ export interface HeadCalibrationOptions {
   fraction: number;
   /** sparse perplexity at most (1 + this) x dense on the calibration tokens */
   maxPplIncrease: number;
-  /** MLP recall target candidates (default: the MLP target, 0.98, 0.995) */
+  /**
+   * MLP recall target candidates searched with the heads (default: the MLP target and the stricter ones of
+   * 0.995, 0.999: the target is a floor unless lower candidates are listed explicitly)
+   */
   mlpTargets: number[] | null;
   minUnits: number;
   /** calibration text: a corpus source (src/corpus: default:train, a file) */
@@ -49,7 +52,8 @@ export interface HeadCalibrationOptions {
   evalBatch: number;
   /** a layer's sweep stops once its perplexity increase exceeds this multiple of the budget */
   sweepStop: number;
-  /** reference decode step of the work model (context length; the batch is evalBatch) */
+  /** reference decode step of the work model that ranks feasible configurations: batch and context length */
+  workBatch: number;
   workContext: number;
 }
 
@@ -64,8 +68,9 @@ export const HEAD_DEFAULTS: HeadCalibrationOptions = {
   skipTokens: null,
   tokens: 4096,
   window: 256,
-  evalBatch: 16,
+  evalBatch: 1,
   sweepStop: 4,
+  workBatch: 16,
   workContext: 1024,
 };
 
@@ -105,7 +110,7 @@ function resolveHeads(o: Partial<HeadCalibrationOptions> | undefined): HeadCalib
   if (!['fidelity', 'fixed', 'dense'].includes(h.mode)) throw badArg('heads mode', 'one of fidelity, fixed, dense', h.mode);
   if (!(h.fraction > 0 && h.fraction <= 1)) throw badArg('head fraction', 'a number in (0, 1]', h.fraction);
   if (!(h.maxPplIncrease >= 0)) throw badArg('max perplexity increase', 'a number >= 0', h.maxPplIncrease);
-  for (const [n, v, min] of [['calibration tokens', h.tokens, 2], ['window', h.window, 2], ['eval batch', h.evalBatch, 1], ['work context', h.workContext, 1]] as const) {
+  for (const [n, v, min] of [['calibration tokens', h.tokens, 2], ['window', h.window, 2], ['eval batch', h.evalBatch, 1], ['work batch', h.workBatch, 1], ['work context', h.workContext, 1]] as const) {
     if (!Number.isInteger(v) || v < min) throw badArg(n, `an integer >= ${min}`, v);
   }
   if (h.mlpTargets) for (const t of h.mlpTargets) if (!(t > 0 && t <= 1)) throw badArg('MLP targets', 'recalls in (0, 1]', h.mlpTargets);
@@ -218,10 +223,10 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
   const space = { layers: spec.layers, sparseLayers: attnLayers, units, minUnits: Math.min(h.minUnits, units) };
   const mlpOn = mopts !== null;
   const primary = mlpOn ? mopts!.target : null;
-  const candidates: (number | null)[] = mlpOn ? [...new Set([primary!, ...(h.mlpTargets ?? [0.98, 0.995])])] : [null];
+  const candidates: (number | null)[] = mlpOn ? [...new Set([primary!, ...(h.mlpTargets ?? [0.995, 0.999].filter((t) => t > primary!))])] : [null];
   const window = Math.min(h.window, spec.maxPositions);
   const skip = h.skipTokens ?? acts.tokens;
-  const workBatch = h.evalBatch;
+  const workBatch = h.workBatch;
   const workContext = Math.min(h.workContext, spec.maxPositions);
   // decode-step bytes at (workBatch, workContext): KV of the kept groups + MLP weights of the kept neurons
   const work = (cfg: EvalConfig): number => {
@@ -247,6 +252,7 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
     textInfo = { corpus: corpus.name, sha256: corpus.sha256, skipTokens: skip };
     const rt = openRuntimeModel(model);
     const ev = decodeEvaluator({ rt, windows, batch: h.evalBatch, routers, mlpK, shouldStop: o.shouldStop });
+    const pev = prefillEvaluator({ rt, windows, routers, mlpK, shouldStop: o.shouldStop });
     calTokens = ev.tokens;
     try {
       if (h.mode === 'fidelity' && attnLayers.length) {
@@ -255,6 +261,7 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
           maxPplIncrease: h.maxPplIncrease,
           mlpTargets: candidates,
           work,
+          sweepEvaluate: pev.evaluate,
           sweepStop: h.sweepStop,
           log,
           shouldStop: o.shouldStop,
@@ -264,7 +271,7 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
         densePpl = search.densePpl;
         sparsePpl = search.chosen.ppl;
         budgetPpl = search.budgetPpl;
-        evaluations = search.evaluations;
+        evaluations = search.evaluations + search.sweepEvaluations;
       } else {
         if (h.mode === 'fixed') heads = fixedHeads(space, h.fraction);
         densePpl = await ev.evaluate({ heads: new Array(spec.layers).fill(units), mlp: null });
@@ -275,6 +282,7 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
       }
     } finally {
       ev.dispose();
+      pev.dispose();
       rt.dispose();
     }
   }

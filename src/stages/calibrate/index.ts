@@ -4,7 +4,7 @@
 //   target, batch_sizes          default: pipeline targets.mlp_recall, targets.batch_sizes
 //   granule (0: auto), draws, score (auto|logit|sigmoid), max_rows, check_fraction, seed
 //   heads (fidelity|fixed|dense), head_fraction, max_ppl_increase (default targets.ppl_increase_max),
-//   mlp_targets, min_units, tokens, window, eval_batch, skip_tokens, sweep_stop, work_context
+//   mlp_targets, min_units, tokens, window, eval_batch, skip_tokens, sweep_stop, work_batch, work_context
 // The calibration text is the pipeline's training corpus after the collected tokens.
 import { openCorpus } from '../../corpus/index.ts';
 import { badInput, PolarError } from '../../errors.ts';
@@ -34,6 +34,7 @@ export interface CalibrateStageOptions {
   eval_batch: number;
   skip_tokens: number | null;
   sweep_stop: number;
+  work_batch: number;
   work_context: number;
 }
 
@@ -63,6 +64,7 @@ export function options(raw: Record<string, unknown>, where: OptionsWhere, pipel
     eval_batch: r.int('eval_batch', HEAD_DEFAULTS.evalBatch, 1),
     skip_tokens: r.optInt('skip_tokens', 0) ?? null,
     sweep_stop: r.num('sweep_stop', HEAD_DEFAULTS.sweepStop, 0),
+    work_batch: r.int('work_batch', HEAD_DEFAULTS.workBatch, 1),
     work_context: r.int('work_context', HEAD_DEFAULTS.workContext, 1),
   };
   r.done();
@@ -114,6 +116,7 @@ export async function run(ctx: StageContext<CalibrateStageOptions>): Promise<Sta
       window: o.window,
       evalBatch: o.eval_batch,
       sweepStop: o.sweep_stop,
+      workBatch: o.work_batch,
       workContext: o.work_context,
     },
     log: ctx.log,
