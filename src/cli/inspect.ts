@@ -84,7 +84,11 @@ export function inspectText(dir: string, m: Manifest): string {
   const w = head.map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   for (const r of rows) lines.push(r.map((v, i) => (i < 2 ? v.padEnd(w[i]) : v.padStart(w[i]))).join('  ').trimEnd());
   lines.push('');
-  lines.push(`k@b: MLP neurons kept (of ${md.ffn}) for a batch of b tokens; above ${bs[bs.length - 1] ?? '-'} tokens the MLP runs dense. Layer 0 stays dense.`);
+  lines.push(
+    bs.length
+      ? `k@b: MLP neurons kept (of ${md.ffn}) for a batch of b tokens; above ${bs[bs.length - 1]} tokens the MLP runs dense. Layer 0 stays dense.`
+      : 'The MLP runs dense on every layer. Layer 0 stays dense.',
+  );
   return lines.join('\n') + '\n';
 }
 
