@@ -233,3 +233,33 @@ describe('head-budget search', () => {
     await expect(searchHeadBudgets(ev.f, { ...space, sparseLayers: [0, 1] }, { maxPplIncrease: 0.01, mlpTargets: [null], work: () => 0 })).rejects.toThrow(/layer 0 stays dense/);
   });
 });
+
+describe('calibrate and export stage options', () => {
+  const pipeline = {
+    file: '/p/small.yaml',
+    version: 1,
+    name: 'small',
+    description: '',
+    model: '/m',
+    corpus: { train: 'default:train', eval: 'default:eval', text_field: 'text' },
+    targets: { mlp_recall: 0.995, ppl_increase_max: 0.02, batch_sizes: [1, 8, 64], validate_batch_sizes: [1] },
+    stages: [],
+  };
+  const where = { file: '/p/small.yaml', field: 'stages.calibrate' };
+
+  it('take the pipeline targets as defaults and refuse unknown keys naming the file and field', async () => {
+    const cal = await import('../../src/stages/calibrate/index.ts');
+    const o = cal.options({}, where, pipeline);
+    expect(o).toMatchObject({ target: 0.995, batch_sizes: [1, 8, 64], max_ppl_increase: 0.02, heads: 'fidelity', eval_batch: 1, mlp_targets: null });
+    expect(cal.options({ heads: 'fixed', head_fraction: 0.75, mlp_targets: [0.98, 0.99] }, where, pipeline)).toMatchObject({ heads: 'fixed', head_fraction: 0.75, mlp_targets: [0.98, 0.99] });
+    expect(() => cal.options({ tokns: 5 }, where, pipeline)).toThrow(/\/p\/small\.yaml: stages\.calibrate\.tokns/);
+    expect(() => cal.options({ batch_sizes: [4, 2] }, where, pipeline)).toThrow(/stages\.calibrate\.batch_sizes: expected increasing batch sizes/);
+    expect(() => cal.options({ heads: 'half' }, where, pipeline)).toThrow(/stages\.calibrate\.heads/);
+    expect(cal.inputs).toEqual(['collect', 'train']);
+    const exp = await import('../../src/stages/export/index.ts');
+    expect(exp.options({}, { file: '/p/small.yaml', field: 'stages.export' })).toEqual({});
+    expect(() => exp.options({ out: 'x' }, { file: '/p/small.yaml', field: 'stages.export' })).toThrow(/stages\.export\.out/);
+    expect(exp.folder).toBe('artifact');
+    expect(exp.inputs).toEqual(['train', 'calibrate']);
+  });
+});
