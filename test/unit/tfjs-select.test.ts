@@ -7,6 +7,7 @@ import { nativeOps } from '../../src/runtime/ops.ts';
 import { routerEvalJs, kGrid, EvalAccumulator } from '../../src/routers/metrics.ts';
 import { headLabels, unpackBitsJs } from '../../src/routers/data.ts';
 import { Rng, isValidationSeq } from '../../src/routers/rng.ts';
+import { ThreadTuner } from '../../src/routers/threads.ts';
 
 describe('backend selection', () => {
   it('rejects an unknown --backend with the list of choices', async () => {
@@ -182,5 +183,29 @@ describe('labels and splits', () => {
     expect(val).toBeLessThan(1150);
     const other = ids.filter((i) => isValidationSeq(1, i, 0.1));
     expect(other).not.toEqual(ids.filter((i) => isValidationSeq(0, i, 0.1)));
+  });
+});
+
+describe('thread tuner', () => {
+  it('keeps the faster thread count and measures again later', () => {
+    const calls: number[] = [];
+    let threads = 4;
+    const t = new ThreadTuner((n) => {
+      calls.push(n);
+      threads = n;
+    }, 4, { warm: 1, probe: 3, run: 10 });
+    const cost = { 4: 2.0, 1: 1.5 } as Record<number, number>; // a busy machine: one thread wins
+    for (let i = 0; i < 8; i++) t.step(cost[threads]);
+    expect(t.current).toBe(1);
+    cost[4] = 0.8; // the machine became idle
+    for (let i = 0; i < 10 + 8; i++) t.step(cost[threads]);
+    expect(t.current).toBe(4);
+    expect(calls).toEqual([1, 4, 1, 4]);
+    // one thread available: nothing to tune
+    const single = new ThreadTuner(() => {
+      throw new Error('must not be called');
+    }, 1);
+    for (let i = 0; i < 100; i++) single.step(1);
+    expect(single.current).toBe(1);
   });
 });
