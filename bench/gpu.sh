@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# GPU benchmark (npm run bench:gpu): the polar CUDA kernels (kernels/tests/cuda_bench.cu) and, in the same
+# command on the same GPU, the Polar Sparsity reference kernels (bench_reference.py from a git-ignored copy
+# of /work/shared/anchors/polar-sparsity in .anchors/), joined into one JSON object per point.
+#
+# usage: bash bench/gpu.sh [OUTDIR]         (default: $OUT, else bench/out)
+# env:   POLAR_CUDA_BUILD  build folder (default build-cuda; configured and built here when missing)
+#        POLAR_REF_DIR     reference copy (default .anchors/polar-sparsity); POLAR_SKIP_REF=1 skips it
+#        POLAR_BENCH_ARGS  extra arguments of cuda_bench (e.g. "--only mlp --dtype bf16")
+# Needs an NVIDIA GPU; the reference needs python3 with torch and triton; the dense baselines need
+# libcublasLt (found below in the CUDA toolkit or the Python packages, or named by POLAR_CUBLASLT).
+# Writes OUTDIR/polar.jsonl, polar.log, reference.jsonl, reference.log, joined.jsonl; prints joined.jsonl.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=${1:-${OUT:-$root/bench/out}}
+build=${POLAR_CUDA_BUILD:-$root/build-cuda}
+ref=${POLAR_REF_DIR:-$root/.anchors/polar-sparsity}
+mkdir -p "$out"
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "bench:gpu: no NVIDIA GPU here (nvidia-smi failed); nothing to measure" >&2
+  exit 1
+fi
+if [ ! -x "$build/ktests/cuda_bench" ]; then
+  echo "bench:gpu: building $build" >&2
+  cmake -S "$root/kernels" -B "$build" -DPOLAR_CUDA=ON -DCMAKE_BUILD_TYPE=Release >&2 &&
+    cmake --build "$build" -j"$(nproc)" --target cuda_bench cuda_kernels_test >&2 || { echo "bench:gpu: build failed" >&2; exit 1; }
+fi
+if [ -z "${POLAR_CUBLASLT:-}" ]; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+           $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
+    f=$(find "$d" -maxdepth 5 -name 'libcublasLt.so.1[0-9]*' 2>/dev/null | sort | head -1)
+    if [ -n "$f" ]; then export POLAR_CUBLASLT="$f"; break; fi
+  done
+fi
+echo "bench:gpu: cuBLASLt: ${POLAR_CUBLASLT:-not found (dense baselines will be missing)}" >&2
+
+# shellcheck disable=SC2086
+"$build/ktests/cuda_bench" ${POLAR_BENCH_ARGS:-} > "$out/polar.jsonl" 2> "$out/polar.log"
+rc=$?
+tail -n 200 "$out/polar.log" >&2
+: > "$out/reference.jsonl"
+if [ "${POLAR_SKIP_REF:-0}" != 1 ]; then
+  if [ -f "$ref/bench_reference.py" ]; then
+    # attention first (quick), then the MLP (its Triton autotuning takes minutes): a cut-off run keeps both
+    # the attention numbers and every MLP point printed so far (the script flushes each line)
+    { (cd "$ref" && python3 bench_reference.py attn gqa) && (cd "$ref" && python3 bench_reference.py mlp); } \
+      > "$out/reference.jsonl" 2> "$out/reference.log" ||
+      echo "bench:gpu: the reference benchmark failed (see $out/reference.log)" >&2
+  else
+    echo "bench:gpu: no reference at $ref (cp -r /work/shared/anchors/polar-sparsity .anchors/)" >&2
+  fi
+fi
+python3 "$root/bench/gpu/join.py" "$out/polar.jsonl" "$out/reference.jsonl" > "$out/joined.jsonl"
+cat "$out/joined.jsonl"
+exit $rc

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One call on the lent GPU machine: kernel tests, compute-sanitizer memcheck (quick grid), then the benchmark
+# (bench/gpu.sh). Logs go to $OUT (at most 8 files come back). Built binaries are carried in build-cuda/ktests.
+# usage: OUT=dir bash bench/gpu/device_run.sh [--no-tests] [--no-sanitizer] [--no-bench]
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+out=${OUT:-$root/bench/out}
+mkdir -p "$out"
+kt=$root/build-cuda/ktests
+tests=1; san=1; bench=1
+for a in "$@"; do
+  case $a in --no-tests) tests=0 ;; --no-sanitizer) san=0 ;; --no-bench) bench=0 ;; esac
+done
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$out/device.txt"
+if command -v cuobjdump >/dev/null; then
+  { echo "HGMMA in sel_gemm wgmma kernels:"; cuobjdump -sass "$kt/cuda_bench" | grep -c HGMMA; } >> "$out/device.txt" 2>&1
+fi
+if [ -z "${POLAR_CUBLASLT:-}" ]; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+           $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
+    f=$(find "$d" -maxdepth 5 -name 'libcublasLt.so.1[0-9]*' 2>/dev/null | sort | head -1)
+    if [ -n "$f" ]; then export POLAR_CUBLASLT="$f"; break; fi
+  done
+fi
+echo "cuBLASLt: ${POLAR_CUBLASLT:-none}" | tee -a "$out/device.txt"
+if [ $tests = 1 ]; then
+  t0=$SECONDS; "$kt/cuda_kernels_test" > "$out/test.log" 2>&1; echo "tests rc=$? in $((SECONDS-t0)) s"
+  grep -E "^FAIL" "$out/test.log" | head -20; tail -1 "$out/test.log"
+fi
+if [ $san = 1 ]; then
+  t0=$SECONDS
+  compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 "$kt/cuda_kernels_test" --quick > "$out/sanitizer.log" 2>&1
+  echo "sanitizer rc=$? in $((SECONDS-t0)) s"; grep -E "ERROR SUMMARY|^FAIL|passed" "$out/sanitizer.log" | tail -3
+fi
+if [ $bench = 1 ]; then
+  t0=$SECONDS; bash "$root/bench/gpu.sh" "$out" > /dev/null; echo "bench rc=$? in $((SECONDS-t0)) s"
+  tail -1 "$out/joined.jsonl"
+fi

@@ -1,0 +1,90 @@
+// Device properties and the error-reporting fallback of the CUDA backend.
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+#include "common.cuh"
+
+// The CPU library (kernels/cpu/common.cc) defines these; the weak copies let the CUDA library and its
+// test executables link on their own. When both are linked, the strong definitions win.
+namespace {
+thread_local char g_cuda_last_error[1024] = "";
+}
+extern "C" __attribute__((weak)) const char* polar_last_error(void) { return g_cuda_last_error; }
+extern "C" __attribute__((weak)) int polar_set_error(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(g_cuda_last_error, sizeof g_cuda_last_error, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+namespace polar_cuda {
+
+bool wgmma_kernels_built();  // sel_gemm.cu
+
+namespace {
+std::mutex g_mu;
+DevProps g_props[64];
+bool g_have[64];
+int g_wgmma[64];  // 0 unknown, 1 yes, 2 no
+}  // namespace
+
+int dev_props(DevProps* out) {
+  int dev = 0;
+  POLAR_CU(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return polar_set_error("CUDA device %d: expected an ordinal below 64", dev);
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (!g_have[dev]) {
+    DevProps p{};
+    p.device = dev;
+    POLAR_CU(cudaDeviceGetAttribute(&p.sms, cudaDevAttrMultiProcessorCount, dev));
+    POLAR_CU(cudaDeviceGetAttribute(&p.major, cudaDevAttrComputeCapabilityMajor, dev));
+    POLAR_CU(cudaDeviceGetAttribute(&p.minor, cudaDevAttrComputeCapabilityMinor, dev));
+    POLAR_CU(cudaDeviceGetAttribute(&p.l2, cudaDevAttrL2CacheSize, dev));
+    POLAR_CU(cudaDeviceGetAttribute(&p.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (p.major < 8)
+      return polar_set_error("CUDA device %d has compute capability %d.%d: the CUDA kernels need 8.0 or newer",
+                             dev, p.major, p.minor);
+    g_props[dev] = p;
+    g_have[dev] = true;
+  }
+  *out = g_props[dev];
+  return 0;
+}
+
+bool wgmma_usable() {
+  DevProps p;
+  if (dev_props(&p)) return false;
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    if (g_wgmma[p.device]) return g_wgmma[p.device] == 1;
+  }
+  const bool ok = p.major == 9 && p.minor == 0 && wgmma_kernels_built();
+  std::lock_guard<std::mutex> lk(g_mu);
+  g_wgmma[p.device] = ok ? 1 : 2;
+  return ok;
+}
+
+}  // namespace polar_cuda
+
+extern "C" int polar_cuda_get_device_info(int device, polar_cuda_device_info* out) {
+  using namespace polar_cuda;
+  POLAR_REQ(out != nullptr, "polar_cuda_get_device_info: expected an output struct, received NULL");
+  int n = 0;
+  POLAR_CU(cudaGetDeviceCount(&n));
+  POLAR_REQ(device >= 0 && device < n, "polar_cuda_get_device_info: expected a device below %d, received %d", n,
+            device);
+  POLAR_CU(cudaSetDevice(device));
+  cudaDeviceProp prop;
+  POLAR_CU(cudaGetDeviceProperties(&prop, device));
+  std::memset(out, 0, sizeof *out);
+  std::snprintf(out->name, sizeof out->name, "%s", prop.name);
+  out->major = prop.major;
+  out->minor = prop.minor;
+  out->sms = prop.multiProcessorCount;
+  out->l2_bytes = prop.l2CacheSize;
+  out->wgmma = wgmma_usable() ? 1 : 0;
+  return 0;
+}

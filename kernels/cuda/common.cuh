@@ -1,0 +1,165 @@
+// Shared pieces of the CUDA backend: error macros, the dtype table, PTX wrappers (cp.async, ldmatrix,
+// mma.sync, wgmma), device properties. Internal to kernels/cuda.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "polar/common.h"
+#include "polar/cuda.h"
+
+// CUDA failures name the call, file and line (ggml's shape, without abort).
+#define POLAR_CU(call)                                                                                  \
+  do {                                                                                                  \
+    cudaError_t e_ = (call);                                                                            \
+    if (e_ != cudaSuccess)                                                                              \
+      return polar_set_error("CUDA call %s failed: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, \
+                             __LINE__);                                                                 \
+  } while (0)
+#define POLAR_CU_LAUNCH(what)                                                                            \
+  do {                                                                                                   \
+    cudaError_t e_ = cudaGetLastError();                                                                 \
+    if (e_ != cudaSuccess)                                                                               \
+      return polar_set_error("CUDA launch of %s failed: %s (%s:%d)", what, cudaGetErrorString(e_), __FILE__, \
+                             __LINE__);                                                                  \
+  } while (0)
+#define POLAR_REQ(cond, ...)                         \
+  do {                                               \
+    if (!(cond)) return polar_set_error(__VA_ARGS__); \
+  } while (0)
+
+namespace polar_cuda {
+
+// ---- the dtype table: every kernel is a template over T, instantiated from this list --------------
+#define POLAR_CUDA_DTYPES(X) X(POLAR_F16, __half) X(POLAR_BF16, __nv_bfloat16)
+
+template <typename T>
+struct Dt;
+template <>
+struct Dt<__half> {
+  static constexpr const char* name = "f16";
+  __device__ __forceinline__ static float f(__half x) { return __half2float(x); }
+  __device__ __forceinline__ static __half t(float x) { return __float2half_rn(x); }
+  __device__ __forceinline__ static uint32_t pack(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  __device__ __forceinline__ static float2 unpack(uint32_t u) {
+    __half2 h = *reinterpret_cast<__half2*>(&u);
+    return __half22float2(h);
+  }
+};
+template <>
+struct Dt<__nv_bfloat16> {
+  static constexpr const char* name = "bf16";
+  __device__ __forceinline__ static float f(__nv_bfloat16 x) { return __bfloat162float(x); }
+  __device__ __forceinline__ static __nv_bfloat16 t(float x) { return __float2bfloat16_rn(x); }
+  __device__ __forceinline__ static uint32_t pack(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  __device__ __forceinline__ static float2 unpack(uint32_t u) {
+    __nv_bfloat162 h = *reinterpret_cast<__nv_bfloat162*>(&u);
+    return __bfloat1622float2(h);
+  }
+};
+
+// Calls fn(T{}) for the dtype; generic lambdas give one body for every row of the table.
+template <typename Fn>
+int with_dtype(polar_dtype dt, const char* who, Fn&& fn) {
+  switch (dt) {
+#define POLAR_DT_CASE(id, T) \
+  case id:                   \
+    return fn(T{});
+    POLAR_CUDA_DTYPES(POLAR_DT_CASE)
+#undef POLAR_DT_CASE
+    default:
+      return polar_set_error("%s: expected dtype f16 or bf16, received %d", who, (int)dt);
+  }
+}
+
+// ---- device properties (cached per device) --------------------------------------------------------
+struct DevProps {
+  int device, sms, major, minor, l2, smem_optin;
+};
+int dev_props(DevProps* out);  // current device
+bool wgmma_usable();           // sm_90 device and the sm_90a kernels are in this binary
+
+// ---- PTX wrappers ------------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte async copy global -> shared; src_bytes 0 zero-fills (src must still be a valid address).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+}
+// The same with an L2 prefetch hint of 256 bytes: weight rows are streamed in 128-byte pieces per stage, and
+// the hint makes the L2 fetch the neighbouring piece from DRAM in the same access.
+__device__ __forceinline__ void cp_async16_pf256(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(addr));
+}
+
+// D[16x8] += A[16x16] B[16x8], fp32 accumulators (sm_80+).
+template <typename T>
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma16816<__half>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 16-byte vector of 8 elements.
+struct alignas(16) V8 {
+  uint32_t u[4];
+};
+
+__device__ __forceinline__ void atomic_add4(float* p, float4 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float4*>(p), v);
+#else
+  atomicAdd(p + 0, v.x);
+  atomicAdd(p + 1, v.y);
+  atomicAdd(p + 2, v.z);
+  atomicAdd(p + 3, v.w);
+#endif
+}
+
+// Host helpers.
+inline int cdiv(int a, int b) { return (a + b - 1) / b; }
+inline int64_t cdiv64(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace polar_cuda

@@ -1,0 +1,764 @@
+// Selective (gathered) GEMMs of Polar Sparsity's MLP, and the router GEMMs built on them.
+//
+//   fc1 (A_ROWS): out[m, f] = epi( sum_k B[m, k] * A[idx[f], k] )      A = W1 [ffn, d], gathered rows
+//   fc2 (A_COLS): out[m, f] = epi( sum_j B[m, j] * A[idx[j], f] )      A = W2t [ffn, d], gathered K rows
+//
+// Both are computed transposed (out^T = A' B^T): the weights are the MMA's "A" operand, 128 output
+// features per CTA, and the batch is the MMA's N dimension, so a batch of 1..64 costs the same weight
+// stream as one GEMV. Weights stream through a multi-stage cp.async pipeline (16-byte chunks, 128-byte
+// XOR swizzle, conflict-free ldmatrix). Two MMA paths:
+//   - mma.sync m16n8k16 (sm_80+): 4 warps x 32 features, batch tiles NB = 8/16/32/64;
+//   - wgmma m64nNk16 (sm_90a): 2 warpgroups x 64 features, NB = 64/128/256 batch columns from a
+//     swizzled shared-memory descriptor, A fragments from registers (ldmatrix).
+// Split-K over CTAs (grid.y) when there are too few feature tiles to fill the GPU: partial tiles are
+// added into an fp32 workspace tile, and the last CTA of a tile (arrival counter) applies the epilogue
+// and leaves the workspace zeroed again.
+#include <algorithm>
+#include <cfloat>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+
+#include "common.cuh"
+#include "sel_gemm.cuh"
+#include "wgmma_gen.cuh"
+
+namespace polar_cuda {
+
+namespace {
+constexpr int BM = 128;  // output features per CTA
+constexpr int BK = 64;   // K per pipeline stage (128 bytes per row)
+constexpr int SLD = BM + 4;  // fp32 epilogue tile row (floats)
+
+template <int NB, bool WG, int MMA_STAGES = 4>
+struct Cfg {
+  static constexpr int STAGES = WG ? (NB >= 256 ? 4 : NB >= 128 ? 5 : 6) : MMA_STAGES;
+  static constexpr int A_BYTES = BM * BK * 2;
+  static constexpr int B_BYTES = NB * BK * 2;
+  static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
+  static constexpr int SMEM = STAGES * STAGE_BYTES + (WG ? 1024 : 0);
+  static_assert(NB * SLD * 4 <= STAGES * STAGE_BYTES, "epilogue tile must fit in the pipeline buffers");
+};
+
+// ---- tile loader ------------------------------------------------------------------------------------
+template <typename T, int AMODE, int NB, int NT>
+struct Loader {
+  static constexpr int A_ITERS = (BM * BK / 8) / NT;
+  static constexpr int B_CHUNKS = NB * BK / 8;
+  static constexpr int B_ITERS = (B_CHUNKS + NT - 1) / NT;
+  static constexpr int A_PTRS = AMODE == A_ROWS ? A_ITERS : 1;
+  const T* arow[A_PTRS];
+  bool aval[A_PTRS];
+  const T* brow[B_ITERS];
+  bool bval[B_ITERS];
+  int tid, f0;
+
+  __device__ __forceinline__ Loader(const GemmArgs& g, int f0_, int m0, int tid_) : tid(tid_), f0(f0_) {
+    const T* A = static_cast<const T*>(g.A);
+    if (AMODE == A_ROWS) {
+      const int ch = tid & 7;
+#pragma unroll
+      for (int i = 0; i < A_ITERS; ++i) {
+        const int r = (tid >> 3) + i * (NT / 8);
+        const int f = f0 + r;
+        aval[i] = f < g.F;
+        const int row = aval[i] ? (g.idx ? __ldg(g.idx + f) : f) : 0;
+        arow[i] = A + (int64_t)row * g.lda + ch * 8;
+      }
+    } else {
+      arow[0] = A;
+      aval[0] = true;
+    }
+    const T* B = static_cast<const T*>(g.B);
+    const int ch = tid & 7;
+#pragma unroll
+    for (int i = 0; i < B_ITERS; ++i) {
+      const int q = tid + i * NT;
+      const int m = m0 + (q >> 3);
+      bval[i] = q < B_CHUNKS && m < g.M;
+      brow[i] = B + (int64_t)(bval[i] ? m : 0) * g.ldb + ch * 8;
+    }
+  }
+
+  __device__ __forceinline__ void load(const GemmArgs& g, uint32_t sa, uint32_t sb, int c) const {
+    load_a(g, sa, c);
+    load_b(g, sb, c);
+  }
+  __device__ __forceinline__ void load_a(const GemmArgs& g, uint32_t sa, int c) const {
+    const int k0 = c * BK;
+    const T* A = static_cast<const T*>(g.A);
+    if (AMODE == A_ROWS) {
+      const int ch = tid & 7;
+      const bool kv = k0 + ch * 8 < g.K;
+#pragma unroll
+      for (int i = 0; i < A_ITERS; ++i) {
+        const int r = (tid >> 3) + i * (NT / 8);
+        const bool v = aval[i] && kv;
+        cp_async16_pf256(sa + r * 128 + ((ch ^ (r & 7)) << 4), v ? arow[i] + k0 : A, v);
+      }
+    } else {
+      const int ch = tid & 15;
+      const bool fv = f0 + ch * 8 < g.F;
+      // all of this chunk's row indices first: the copies below are asm volatile with a memory clobber, so a
+      // load placed between them would be issued (and waited for) one at a time
+      int rows[A_ITERS];
+#pragma unroll
+      for (int i = 0; i < A_ITERS; ++i) {
+        const int j = k0 + (tid >> 4) + i * (NT / 16);
+        rows[i] = j < g.K ? (g.idx ? __ldg(g.idx + j) : j) : -1;
+      }
+#pragma unroll
+      for (int i = 0; i < A_ITERS; ++i) {
+        const int jj = (tid >> 4) + i * (NT / 16);
+        const bool v = fv && rows[i] >= 0;
+        cp_async16_pf256(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
+      }
+    }
+  }
+  __device__ __forceinline__ void load_b(const GemmArgs& g, uint32_t sb, int c) const {
+    const int k0 = c * BK;
+    const T* B = static_cast<const T*>(g.B);
+    const int ch = tid & 7;
+    const bool kv = k0 + ch * 8 < g.K;
+#pragma unroll
+    for (int i = 0; i < B_ITERS; ++i) {
+      const int q = tid + i * NT;
+      if (B_CHUNKS % NT == 0 || q < B_CHUNKS) {
+        const int n = q >> 3;
+        const bool v = bval[i] && kv;
+        cp_async16(sb + n * 128 + ((ch ^ (n & 7)) << 4), v ? brow[i] + k0 : B, v);
+      }
+    }
+  }
+};
+
+// Programmatic dependent launch (sm_90): a kernel may start while the previous one in the stream finishes.
+// griddepcontrol.wait returns once the previous grid completed and its writes are visible; every kernel
+// here lets its own dependents launch only after that wait, so a dependent that starts early may still
+// read what the kernel before this one wrote (fc2 reads the router's idx before waiting for fc1).
+__device__ __forceinline__ void griddep_wait_and_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// Pipeline prologue: the first STAGES-1 stages. fc2 (A_COLS) streams its first weight tiles before waiting
+// for fc1 (its activations' producer); everything else waits first.
+// Each CTA walks its K chunks starting at its own offset (rot): when every CTA read the same activation
+// chunk at the same time, those few L2 lines became a hot spot (the per-chunk time grew with the number
+// of concurrent CTAs). The sum is the same up to fp32 rounding order.
+__device__ __forceinline__ int chunk_of(int i, int c_begin, int nloc, int rot) {
+  int t = i + rot;
+  if (t >= nloc) t -= nloc;
+  return c_begin + t;
+}
+__device__ __forceinline__ int chunk_rotation(int nloc) {
+  return nloc > 0 ? (int)((blockIdx.x * 37u + blockIdx.z * 11u + blockIdx.y * 5u) % (unsigned)nloc) : 0;
+}
+
+template <int AMODE, int STAGES, int STAGE_BYTES, int A_BYTES, typename L>
+__device__ __forceinline__ void gemm_prologue(const GemmArgs& g, const L& ld, uint32_t sbase, int c_begin, int nloc, int rot) {
+  if (AMODE == A_COLS && g.early_a) {
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s)
+      if (s < nloc) ld.load_a(g, sbase + s * STAGE_BYTES, chunk_of(s, c_begin, nloc, rot));
+    griddep_wait_and_release();
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+      if (s < nloc) ld.load_b(g, sbase + s * STAGE_BYTES + A_BYTES, chunk_of(s, c_begin, nloc, rot));
+      cp_async_commit();
+    }
+  } else {
+    if (AMODE == A_COLS) griddep_wait_and_release();
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+      if (s < nloc) ld.load(g, sbase + s * STAGE_BYTES, sbase + s * STAGE_BYTES + A_BYTES, chunk_of(s, c_begin, nloc, rot));
+      cp_async_commit();
+    }
+  }
+}
+
+// A fragment (16 features x 16 k) of k-step ks for the features [fb, fb+16) of the stage at sa.
+template <int AMODE>
+__device__ __forceinline__ void load_afrag(uint32_t sa, int fb, int ks, int lane, uint32_t* a) {
+  if (AMODE == A_ROWS) {
+    const int row = fb + (lane & 15);
+    const int ch = ks * 2 + (lane >> 4);
+    ldsm_x4(sa + row * 128 + ((ch ^ (row & 7)) << 4), a[0], a[1], a[2], a[3]);
+  } else {
+    const int mat = lane >> 3;
+    const int jj = ks * 16 + (mat >> 1) * 8 + (lane & 7);
+    const int fch = (fb >> 3) + (mat & 1);
+    ldsm_x4_t(sa + jj * 256 + ((fch ^ (jj & 7)) << 4), a[0], a[1], a[2], a[3]);
+  }
+}
+
+// ---- epilogue (shared by both paths): S = fp32 tile [NB][SLD] in shared memory -----------------------
+template <typename T, int NB, int NT>
+__device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f0, int m0) {
+  const int tid = threadIdx.x;
+  const int mval = min(NB, g.M - m0), fval = min(BM, g.F - f0);
+  if (gridDim.y > 1) {
+    __shared__ int s_last;
+    const int tile = blockIdx.z * gridDim.x + blockIdx.x;
+    const int ns = gridDim.y, split = blockIdx.y;
+    const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (g.reduce_atomic) {  // every split adds into one fp32 tile
+      float* acc = g.ws + (size_t)tile * NB * BM;
+      for (int e = tid; e < mval * (BM / 4); e += NT) {
+        const int n = e / (BM / 4), f = (e % (BM / 4)) * 4;
+        if (f < fval) atomic_add4(acc + n * BM + f, *reinterpret_cast<const float4*>(S + n * SLD + f));
+      }
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) s_last = atomicAdd(g.counters + tile, 1u) == ns - 1;
+      __syncthreads();
+      if (!s_last) return;
+      __threadfence();
+      for (int e = tid; e < mval * (BM / 4); e += NT) {
+        const int n = e / (BM / 4), f = (e % (BM / 4)) * 4;
+        if (f < fval) {
+          float4* p = reinterpret_cast<float4*>(acc + n * BM + f);
+          *reinterpret_cast<float4*>(S + n * SLD + f) = __ldcg(p);
+          __stcg(p, z);
+        }
+      }
+    } else {  // every split stores its own partial tile (plain stores); the last one sums them
+      float* part = g.ws + (size_t)tile * ns * NB * BM;
+      float* mine = part + (size_t)split * NB * BM;
+      for (int e = tid; e < mval * (BM / 4); e += NT) {
+        const int n = e / (BM / 4), f = (e % (BM / 4)) * 4;
+        if (f < fval) __stcg(reinterpret_cast<float4*>(mine + n * BM + f), *reinterpret_cast<const float4*>(S + n * SLD + f));
+      }
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) s_last = atomicAdd(g.counters + tile, 1u) == ns - 1;
+      __syncthreads();
+      if (!s_last) return;
+      __threadfence();
+      for (int e = tid; e < mval * (BM / 4); e += NT) {
+        const int n = e / (BM / 4), f = (e % (BM / 4)) * 4;
+        if (f < fval) {
+          float4 a = *reinterpret_cast<const float4*>(S + n * SLD + f);
+          for (int sp = 0; sp < ns; ++sp) {
+            float4* q = reinterpret_cast<float4*>(part + (size_t)sp * NB * BM + n * BM + f);
+            if (sp != split) {
+              const float4 v = __ldcg(q);
+              a.x += v.x;
+              a.y += v.y;
+              a.z += v.z;
+              a.w += v.w;
+            }
+            __stcg(q, z);  // leave the workspace zero-filled
+          }
+          *reinterpret_cast<float4*>(S + n * SLD + f) = a;
+        }
+      }
+    }
+    if (tid == 0) g.counters[tile] = 0;
+    __syncthreads();
+  }
+  const T* bias = static_cast<const T*>(g.bias);
+  if (g.epi == EPI_COLSUM) {
+    for (int f = tid; f < fval; f += NT) {
+      const int fi = f0 + f;
+      const float bv = bias ? Dt<T>::f(bias[g.bias_gather && g.idx ? g.idx[fi] : fi]) : 0.f;
+      float s = 0.f;
+      for (int n = 0; n < mval; ++n) {
+        float v = S[n * SLD + f] + bv;
+        if (g.act == POLAR_ACT_RELU) v = fmaxf(v, 0.f);
+        s += g.colsum_sigmoid ? 1.f / (1.f + __expf(-v)) : v;
+      }
+      atomicAdd(g.colsum + fi, s);
+    }
+    return;
+  }
+  for (int e = tid; e < mval * (BM / 8); e += NT) {
+    const int n = e / (BM / 8), f = (e % (BM / 8)) * 8;
+    if (f >= fval) continue;
+    const int fi = f0 + f, m = m0 + n;
+    const int nv = min(8, fval - f);  // 8 except at the tail of an fp32 output (T outputs need F % 8 == 0)
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = S[n * SLD + f + j];
+    if (bias) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        if (j < nv) v[j] += Dt<T>::f(bias[g.bias_gather && g.idx ? g.idx[fi + j] : fi + j]);
+    }
+    if (g.act == POLAR_ACT_RELU) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = fmaxf(v[j], 0.f);
+    }
+    if (g.c_f32) {
+      float* c = static_cast<float*>(g.C) + (int64_t)m * g.ldc + fi;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        if (j < nv) c[j] = g.accumulate ? c[j] + v[j] : v[j];
+    } else {
+      V8* c = reinterpret_cast<V8*>(static_cast<T*>(g.C) + (int64_t)m * g.ldc + fi);
+      if (g.accumulate) {
+        const V8 old = *c;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float2 o = Dt<T>::unpack(old.u[j]);
+          v[2 * j] += o.x;
+          v[2 * j + 1] += o.y;
+        }
+      }
+      V8 out;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) out.u[j] = Dt<T>::pack(v[2 * j], v[2 * j + 1]);
+      *c = out;
+    }
+  }
+}
+
+// ---- mma.sync path ---------------------------------------------------------------------------------
+template <typename T, int AMODE, int NB, int ST>
+__global__ void __launch_bounds__(128) sel_gemm_mma_kernel(const GemmArgs g) {
+  using C = Cfg<NB, false, ST>;
+  extern __shared__ __align__(128) char smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int f0 = blockIdx.x * BM, m0 = blockIdx.z * NB;
+  const int c_begin = blockIdx.y * g.cps;
+  const int c_end = min(g.nchunks, c_begin + g.cps);
+  const uint32_t sbase = smem_u32(smem);
+
+  constexpr int NT8 = NB / 8;
+  float acc[2][NT8][4];
+#pragma unroll
+  for (int a = 0; a < 2; ++a)
+#pragma unroll
+    for (int b = 0; b < NT8; ++b)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.f;
+
+  if (AMODE == A_ROWS) griddep_wait_and_release();  // the loader reads idx
+  Loader<T, AMODE, NB, 128> ld(g, f0, m0, tid);
+  const int nloc = c_end - c_begin, rot = chunk_rotation(nloc);
+  gemm_prologue<AMODE, C::STAGES, C::STAGE_BYTES, C::A_BYTES>(g, ld, sbase, c_begin, nloc, rot);
+  for (int i = 0; i < nloc; ++i) {
+    cp_async_wait<C::STAGES - 2>();
+    __syncthreads();
+    {
+      const int in = i + C::STAGES - 1;
+      if (in < nloc) {
+        const uint32_t st = sbase + (in % C::STAGES) * C::STAGE_BYTES;
+        ld.load(g, st, st + C::A_BYTES, chunk_of(in, c_begin, nloc, rot));
+      }
+      cp_async_commit();
+    }
+    const uint32_t sa = sbase + (i % C::STAGES) * C::STAGE_BYTES;
+    const uint32_t sb = sa + C::A_BYTES;
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ++ks) {
+      uint32_t af[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) load_afrag<AMODE>(sa, warp * 32 + mt * 16, ks, lane, af[mt]);
+      if (NB == 8) {
+        const int n = lane & 7;
+        const int ch = ks * 2 + ((lane >> 3) & 1);
+        uint32_t b0, b1;
+        ldsm_x2(sb + n * 128 + ((ch ^ (n & 7)) << 4), b0, b1);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) mma16816<T>(acc[mt][0], af[mt], b0, b1);
+      } else {
+#pragma unroll
+        for (int np = 0; np < NB / 16; ++np) {
+          const int mat = lane >> 3;
+          const int n = np * 16 + (mat >> 1) * 8 + (lane & 7);
+          const int ch = ks * 2 + (mat & 1);
+          uint32_t b0, b1, b2, b3;
+          ldsm_x4(sb + n * 128 + ((ch ^ (n & 7)) << 4), b0, b1, b2, b3);
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            mma16816<T>(acc[mt][2 * np], af[mt], b0, b1);
+            mma16816<T>(acc[mt][2 * np + 1], af[mt], b2, b3);
+          }
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+  float* S = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int f = warp * 32 + mt * 16 + (lane >> 2) + ((i >> 1) << 3);
+        const int n = nt * 8 + (lane & 3) * 2 + (i & 1);
+        S[n * SLD + f] = acc[mt][nt][i];
+      }
+  __syncthreads();
+  gemm_epilogue<T, NB, 128>(g, S, f0, m0);
+}
+
+// ---- wgmma path (sm_90a) ---------------------------------------------------------------------------
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  // K-major, 128-byte swizzle: start >> 4 | LBO (unused, 1) << 16 | SBO = 1024 B (8 rows) >> 4 << 32 | mode 1 << 62
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+template <typename T, int AMODE, int NB>
+__global__ void __launch_bounds__(256, 1) sel_gemm_wgmma_kernel(const GemmArgs g) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = Cfg<NB, true>;
+  extern __shared__ __align__(1024) char smem_raw[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wg = warp >> 2, w4 = warp & 3;
+  const int f0 = blockIdx.x * BM, m0 = blockIdx.z * NB;
+  const int c_begin = blockIdx.y * g.cps;
+  const int c_end = min(g.nchunks, c_begin + g.cps);
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t sbase = (raw + 1023) & ~1023u;  // the swizzle atoms need 1024-byte alignment
+  char* smem = smem_raw + (sbase - raw);
+
+  float acc[NB / 2];
+#pragma unroll
+  for (int i = 0; i < NB / 2; ++i) acc[i] = 0.f;
+
+  if (AMODE == A_ROWS) griddep_wait_and_release();
+  Loader<T, AMODE, NB, 256> ld(g, f0, m0, tid);
+  const int nloc = c_end - c_begin, rot = chunk_rotation(nloc);
+  gemm_prologue<AMODE, C::STAGES, C::STAGE_BYTES, C::A_BYTES>(g, ld, sbase, c_begin, nloc, rot);
+  for (int i = 0; i < nloc; ++i) {
+    cp_async_wait<C::STAGES - 2>();
+    // cp.async wrote through the generic proxy; wgmma reads through the async proxy
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    const uint32_t sa = sbase + (i % C::STAGES) * C::STAGE_BYTES;
+    const uint32_t sb = sa + C::A_BYTES;
+    uint32_t af[BK / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ++ks) load_afrag<AMODE>(sa, wg * 64 + w4 * 16, ks, lane, af[ks]);
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ++ks) Wgmma<T, NB>::mma(acc, af[ks], sw128_desc(sb + ks * 32));
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    {  // refill the slot of step i-1 (free since the barrier above) while the tensor cores work
+      const int in = i + C::STAGES - 1;
+      if (in < nloc) {
+        const uint32_t st = sbase + (in % C::STAGES) * C::STAGE_BYTES;
+        ld.load(g, st, st + C::A_BYTES, chunk_of(in, c_begin, nloc, rot));
+      }
+      cp_async_commit();
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+  float* S = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int i = 0; i < NB / 8; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int f = wg * 64 + w4 * 16 + (lane >> 2) + ((j >> 1) << 3);
+      const int n = i * 8 + (lane & 3) * 2 + (j & 1);
+      S[n * SLD + f] = acc[i * 4 + j];
+    }
+  __syncthreads();
+  gemm_epilogue<T, NB, 256>(g, S, f0, m0);
+#else
+  __trap();  // launched only where wgmma_usable()
+#endif
+}
+
+// ---- host side --------------------------------------------------------------------------------------
+struct KInfo {
+  const void* fn;
+  int smem, nt, nb;
+  bool wg;
+  int stages;
+};
+
+template <typename T, int AMODE, int ST>
+KInfo pick_mma(int nb) {
+  switch (nb) {
+    case 8: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 8, ST>, Cfg<8, false, ST>::SMEM, 128, 8, false, ST};
+    case 16: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 16, ST>, Cfg<16, false, ST>::SMEM, 128, 16, false, ST};
+    case 32: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 32, ST>, Cfg<32, false, ST>::SMEM, 128, 32, false, ST};
+    default: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 64, ST>, Cfg<64, false, ST>::SMEM, 128, 64, false, ST};
+  }
+}
+
+template <typename T, int AMODE>
+KInfo pick_kernel(bool wg, int nb, int mma_stages) {
+  if (wg) {
+    switch (nb) {
+      case 64: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 64>, Cfg<64, true>::SMEM, 256, 64, true, Cfg<64, true>::STAGES};
+      case 128: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128>, Cfg<128, true>::SMEM, 256, 128, true, Cfg<128, true>::STAGES};
+      default: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256>, Cfg<256, true>::SMEM, 256, 256, true, Cfg<256, true>::STAGES};
+    }
+  }
+  return mma_stages == 3 ? pick_mma<T, AMODE, 3>(nb) : pick_mma<T, AMODE, 4>(nb);
+}
+
+template <typename T>
+KInfo pick_t(int amode, bool wg, int nb, int mma_stages) {
+  return amode == A_ROWS ? pick_kernel<T, A_ROWS>(wg, nb, mma_stages) : pick_kernel<T, A_COLS>(wg, nb, mma_stages);
+}
+
+std::mutex g_occ_mu;
+struct OccEntry {
+  int dev;
+  const void* fn;
+  int occ;
+};
+OccEntry g_occ[256];
+int g_nocc = 0;
+
+// Raises the kernel's dynamic shared-memory limit (once per device) and returns CTAs per SM.
+int kernel_occupancy(const KInfo& k, int dev, int* occ) {
+  std::lock_guard<std::mutex> lk(g_occ_mu);
+  for (int i = 0; i < g_nocc; ++i)
+    if (g_occ[i].dev == dev && g_occ[i].fn == k.fn) {
+      *occ = g_occ[i].occ;
+      return 0;
+    }
+  POLAR_CU(cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem));
+  int o = 0;
+  POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, k.fn, k.nt, k.smem));
+  if (o < 1) return polar_set_error("selective GEMM kernel (%d threads, %d B shared memory) cannot run on this GPU", k.nt, k.smem);
+  if (g_nocc < 256) g_occ[g_nocc++] = {dev, k.fn, o};
+  *occ = o;
+  return 0;
+}
+
+}  // namespace
+
+bool wgmma_kernels_built() {
+  cudaFuncAttributes a;
+  if (cudaFuncGetAttributes(&a, (const void*)sel_gemm_wgmma_kernel<__half, A_ROWS, 256>) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return a.binaryVersion == 90 && a.ptxVersion >= 90;
+}
+
+int choose_splits(int tiles, int nchunks, int slots, int nb, double pen) {
+  int best_s = 1;
+  double best = 1e30;
+  const int maxs = std::min(nchunks, 128);
+  for (int s = 1; s <= maxs; ++s) {
+    const int cps = cdiv(nchunks, s);
+    if (cdiv(nchunks, cps) != s) continue;
+    const double waves = (double)cdiv(tiles * s, slots);
+    // a split CTA also adds its [nb x 128] fp32 tile into the workspace: charged as chunk-equivalents
+    const double cost = waves * (cps + 2.0 + (s > 1 ? pen * std::min(4.0, nb / 16.0) : 0.0));
+    if (cost < best - 1e-9) {
+      best = cost;
+      best_s = s;
+    }
+  }
+  return best_s;
+}
+
+// Tuning knobs for experiments (polar_cuda_set_tuning; initial values from the environment):
+// POLAR_CUDA_MMA_STAGES = 3 (default: 4 CTAs/SM at small batch) or 4 (mma.sync pipeline depth), POLAR_CUDA_SPLIT_PENALTY (scale of
+// the chunk-equivalents charged per split-K CTA for its partial tile), POLAR_CUDA_STORE_REDUCE (plain-store
+// split-K reduction), POLAR_CUDA_NO_PDL (no programmatic dependent launch).
+namespace {
+int env_int(const char* name, int dflt) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : dflt;
+}
+double env_double(const char* name, double dflt) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atof(v) : dflt;
+}
+int g_mma_stages = -1;
+double g_split_pen = -1;
+bool g_pdl = std::getenv("POLAR_CUDA_NO_PDL") == nullptr;
+// split-K reduction: fp32 atomics into one tile (default), or plain partial stores summed by the last CTA
+// (measured 2-3x slower on H100 at batch 64-256: the last CTA's serial sum dominates)
+int g_reduce_atomic = std::getenv("POLAR_CUDA_STORE_REDUCE") == nullptr;
+void tuning_init() {
+  if (g_mma_stages < 0) g_mma_stages = env_int("POLAR_CUDA_MMA_STAGES", 3) == 4 ? 4 : 3;
+  if (g_split_pen < 0) g_split_pen = env_double("POLAR_CUDA_SPLIT_PENALTY", 1.0);
+}
+}  // namespace
+
+struct GemmPlan {
+  KInfo k;
+  int occ, tilesF, tilesM, splits;
+  bool pdl;  // programmatic dependent launch (sm_90+)
+  size_t cnt_bytes, bytes;
+};
+
+int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, GemmPlan* pl, const char* who) {
+  DevProps p;
+  if (dev_props(&p)) return -1;
+  const bool can_wg = wgmma_usable();
+  if (impl == POLAR_IMPL_WGMMA && !can_wg)
+    return polar_set_error("%s: the wgmma path needs an sm_90 GPU and a build with sm_90a; device is %d.%d", who,
+                           p.major, p.minor);
+  const bool wg = impl == POLAR_IMPL_WGMMA || (impl == POLAR_IMPL_AUTO && can_wg && g.M > 64);
+  const int nb = wg ? (g.M <= 64 ? 64 : g.M <= 128 ? 128 : 256) : (g.M <= 8 ? 8 : g.M <= 16 ? 16 : g.M <= 32 ? 32 : 64);
+  tuning_init();
+  const int mma_stages = g_mma_stages;
+  KInfo k{};
+  if (with_dtype(dt, who, [&](auto t) {
+        k = pick_t<decltype(t)>(amode, wg, nb, mma_stages);
+        return 0;
+      }))
+    return -1;
+  int occ = 1;
+  if (kernel_occupancy(k, p.device, &occ)) return -1;
+  const int tilesF = cdiv(g.F, BM), tilesM = cdiv(g.M, nb), tiles = tilesF * tilesM;
+  g.nchunks = cdiv(g.K, BK);
+  int s = 1;
+  if (g.nchunks > 1) {
+    const double pen = g_split_pen;
+    s = splits_req > 0 ? std::min(splits_req, g.nchunks) : choose_splits(tiles, g.nchunks, occ * p.sms, nb, pen);
+  }
+  g.cps = g.nchunks > 0 ? cdiv(g.nchunks, s) : 0;
+  if (g.nchunks > 0) s = cdiv(g.nchunks, g.cps);
+  pl->k = k;
+  pl->pdl = p.major >= 9 && g_pdl;
+  pl->occ = occ;
+  pl->tilesF = tilesF;
+  pl->tilesM = tilesM;
+  pl->splits = s;
+  pl->cnt_bytes = align_up((size_t)tiles * 4, 256);
+  pl->bytes = s > 1 ? pl->cnt_bytes + (size_t)tiles * nb * BM * 4 * (g_reduce_atomic ? 1 : s) : 0;
+  g.reduce_atomic = g_reduce_atomic;
+  return 0;
+}
+
+int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cudaStream_t st, void* ws,
+             size_t ws_bytes, size_t* need, const char* who) {
+  GemmPlan pl;
+  if (gemm_plan(dt, amode, g, impl, splits_req, &pl, who)) return -1;
+  if (need) {
+    *need = pl.bytes;
+    return 0;
+  }
+  if (g.M <= 0 || g.F <= 0) return 0;
+  if (pl.splits > 1) {
+    POLAR_REQ(ws != nullptr && ws_bytes >= pl.bytes, "%s: expected a workspace of at least %zu bytes, received %zu%s", who,
+              pl.bytes, ws_bytes, ws ? "" : " (NULL)");
+    g.counters = static_cast<unsigned*>(ws);
+    g.ws = reinterpret_cast<float*>(static_cast<char*>(ws) + pl.cnt_bytes);
+  }
+  void* args[] = {&g};
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(pl.tilesF, pl.splits, pl.tilesM);
+  cfg.blockDim = dim3(pl.k.nt);
+  cfg.dynamicSmemBytes = (size_t)pl.k.smem;
+  cfg.stream = st;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = pl.pdl ? 1 : 0;
+  POLAR_CU(cudaLaunchKernelExC(&cfg, pl.k.fn, args));
+  return 0;
+}
+
+int gemm_describe(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, char* buf, size_t n, const char* who) {
+  GemmPlan pl;
+  if (gemm_plan(dt, amode, g, impl, splits_req, &pl, who)) return -1;
+  std::snprintf(buf, n, "%s nb=%d stages=%d grid=%dx%dx%d chunks/cta=%d ctas/sm=%d ws=%zu reduce=%s", pl.k.wg ? "wgmma" : "mma",
+                pl.k.nb, pl.k.stages, pl.tilesF, pl.splits, pl.tilesM, g.cps, pl.occ, pl.bytes, g_reduce_atomic ? "atomic" : "store");
+  return 0;
+}
+
+}  // namespace polar_cuda
+
+// ---- C API --------------------------------------------------------------------------------------------
+using namespace polar_cuda;
+
+namespace {
+int check_fc1(const polar_cuda_sel_fc1_params* p, GemmArgs* g) {
+  const char* who = "polar_cuda_sel_fc1";
+  POLAR_REQ(p != nullptr, "%s: expected a params struct, received NULL", who);
+  POLAR_REQ(p->m >= 0 && p->d >= 0 && p->k >= 0, "%s: expected m, d, k >= 0, received %d, %d, %d", who, p->m, p->d, p->k);
+  POLAR_REQ(p->d % 8 == 0, "%s: expected d a multiple of 8, received %d", who, p->d);
+  POLAR_REQ(p->k % 8 == 0, "%s: expected k a multiple of 8, received %d", who, p->k);
+  POLAR_REQ(p->ldx >= p->d && p->ldx % 8 == 0, "%s: expected ldx >= d and a multiple of 8, received %lld", who, (long long)p->ldx);
+  POLAR_REQ(p->ldw1 >= p->d && p->ldw1 % 8 == 0, "%s: expected ldw1 >= d and a multiple of 8, received %lld", who, (long long)p->ldw1);
+  POLAR_REQ(p->ldh >= p->k && p->ldh % 8 == 0, "%s: expected ldh >= k and a multiple of 8, received %lld", who, (long long)p->ldh);
+  POLAR_REQ(p->m == 0 || p->k == 0 || (p->x && p->w1 && p->h), "%s: expected x, w1 and h, received NULL", who);
+  POLAR_REQ(aligned16(p->x) && aligned16(p->w1) && aligned16(p->h), "%s: expected 16-byte aligned x, w1 and h", who);
+  POLAR_REQ(p->act == POLAR_ACT_NONE || p->act == POLAR_ACT_RELU, "%s: expected act 0 or 1, received %d", who, p->act);
+  *g = GemmArgs{};
+  g->A = p->w1; g->lda = p->ldw1; g->idx = p->idx;
+  g->B = p->x; g->ldb = p->ldx;
+  g->bias = p->b1; g->bias_gather = 1;
+  g->C = p->h; g->ldc = p->ldh;
+  g->act = p->act; g->epi = EPI_STORE;
+  g->M = p->m; g->F = p->k; g->K = p->d;
+  return 0;
+}
+int check_fc2(const polar_cuda_sel_fc2_params* p, GemmArgs* g) {
+  const char* who = "polar_cuda_sel_fc2";
+  POLAR_REQ(p != nullptr, "%s: expected a params struct, received NULL", who);
+  POLAR_REQ(p->m >= 0 && p->d >= 0 && p->k >= 0, "%s: expected m, d, k >= 0, received %d, %d, %d", who, p->m, p->d, p->k);
+  POLAR_REQ(p->d % 8 == 0, "%s: expected d a multiple of 8, received %d", who, p->d);
+  POLAR_REQ(p->k % 8 == 0, "%s: expected k a multiple of 8, received %d", who, p->k);
+  POLAR_REQ(p->ldh >= p->k && p->ldh % 8 == 0, "%s: expected ldh >= k and a multiple of 8, received %lld", who, (long long)p->ldh);
+  POLAR_REQ(p->ldw2t >= p->d && p->ldw2t % 8 == 0, "%s: expected ldw2t >= d and a multiple of 8, received %lld", who, (long long)p->ldw2t);
+  POLAR_REQ(p->ldy >= p->d && p->ldy % 8 == 0, "%s: expected ldy >= d and a multiple of 8, received %lld", who, (long long)p->ldy);
+  POLAR_REQ(p->m == 0 || p->d == 0 || (p->h && p->w2t && p->y), "%s: expected h, w2t and y, received NULL", who);
+  POLAR_REQ(aligned16(p->h) && aligned16(p->w2t) && aligned16(p->y), "%s: expected 16-byte aligned h, w2t and y", who);
+  *g = GemmArgs{};
+  g->A = p->w2t; g->lda = p->ldw2t; g->idx = p->idx;
+  g->B = p->h; g->ldb = p->ldh;
+  g->bias = p->b2; g->bias_gather = 0;
+  g->C = p->y; g->ldc = p->ldy; g->accumulate = p->accumulate ? 1 : 0;
+  g->early_a = p->after_fc1 ? 1 : 0;
+  g->act = POLAR_ACT_NONE; g->epi = EPI_STORE;
+  g->M = p->m; g->F = p->d; g->K = p->k;
+  return 0;
+}
+}  // namespace
+
+extern "C" size_t polar_cuda_sel_fc1_workspace(const polar_cuda_sel_fc1_params* p) {
+  GemmArgs g;
+  size_t need = 0;
+  if (check_fc1(p, &g) || gemm_run(p->dtype, A_ROWS, g, p->impl, p->splits, nullptr, nullptr, 0, &need, "polar_cuda_sel_fc1"))
+    return 0;
+  return need;
+}
+extern "C" int polar_cuda_sel_fc1(const polar_cuda_sel_fc1_params* p) {
+  GemmArgs g;
+  if (check_fc1(p, &g)) return -1;
+  return gemm_run(p->dtype, A_ROWS, g, p->impl, p->splits, (cudaStream_t)p->stream, p->workspace, p->workspace_bytes,
+                  nullptr, "polar_cuda_sel_fc1");
+}
+extern "C" size_t polar_cuda_sel_fc2_workspace(const polar_cuda_sel_fc2_params* p) {
+  GemmArgs g;
+  size_t need = 0;
+  if (check_fc2(p, &g) || gemm_run(p->dtype, A_COLS, g, p->impl, p->splits, nullptr, nullptr, 0, &need, "polar_cuda_sel_fc2"))
+    return 0;
+  return need;
+}
+extern "C" int polar_cuda_sel_fc2(const polar_cuda_sel_fc2_params* p) {
+  GemmArgs g;
+  if (check_fc2(p, &g)) return -1;
+  return gemm_run(p->dtype, A_COLS, g, p->impl, p->splits, (cudaStream_t)p->stream, p->workspace, p->workspace_bytes,
+                  nullptr, "polar_cuda_sel_fc2");
+}
+
+extern "C" int polar_cuda_sel_fc1_describe(const polar_cuda_sel_fc1_params* p, char* buf, size_t n) {
+  GemmArgs g;
+  if (check_fc1(p, &g)) return -1;
+  return gemm_describe(p->dtype, A_ROWS, g, p->impl, p->splits, buf, n, "polar_cuda_sel_fc1");
+}
+extern "C" int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, size_t n) {
+  GemmArgs g;
+  if (check_fc2(p, &g)) return -1;
+  return gemm_describe(p->dtype, A_COLS, g, p->impl, p->splits, buf, n, "polar_cuda_sel_fc2");
+}
+
+extern "C" void polar_cuda_set_reduce_atomic(int on) { polar_cuda::g_reduce_atomic = on ? 1 : 0; }
+extern "C" void polar_cuda_set_tuning(int mma_stages, double split_penalty) {
+  polar_cuda::tuning_init();
+  if (mma_stages == 3 || mma_stages == 4) polar_cuda::g_mma_stages = mma_stages;
+  if (split_penalty >= 0) polar_cuda::g_split_pen = split_penalty;
+}

@@ -1,0 +1,35 @@
+// Internal interface of the selective GEMM (sel_gemm.cu), used by the MLP entry points and the routers.
+#pragma once
+#include "common.cuh"
+
+namespace polar_cuda {
+
+enum { A_ROWS = 0, A_COLS = 1 };       // fc1-like (gathered rows of A) / fc2-like (gathered K rows of A)
+enum { EPI_STORE = 0, EPI_COLSUM = 1 };  // write C / add the column sums over the batch into colsum
+
+struct GemmArgs {
+  const void* A;
+  int64_t lda;
+  const int32_t* idx;
+  const void* B;
+  int64_t ldb;
+  const void* bias;
+  int bias_gather;  // bias[idx[f]] (fc1) instead of bias[f]
+  void* C;
+  int64_t ldc;
+  int c_f32, accumulate;
+  float* colsum;
+  int colsum_sigmoid, epi, act;
+  int M, F, K;
+  int early_a;
+  int reduce_atomic;  // set by gemm_run        // A_COLS: stream the first weight tiles before waiting for the previous kernel
+  int nchunks, cps;   // set by gemm_run
+  float* ws;          // set by gemm_run
+  unsigned* counters;
+};
+
+// Plans and launches. need != NULL: only computes the workspace bytes into *need.
+int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits, cudaStream_t st, void* ws, size_t ws_bytes,
+             size_t* need, const char* who);
+
+}  // namespace polar_cuda

@@ -1,0 +1,177 @@
+// CUDA backend of the kernels (Polar Sparsity decode kernels + dense baselines). Plain C API of POD
+// parameter structs; no Node and no CUDA headers here (streams are passed as void*, cudaStream_t).
+//
+// Conventions shared by every entry point:
+//  - All pointers are device pointers unless said otherwise; matrices are row-major with the given leading
+//    dimension in elements. fp16 and bf16 are supported (polar_dtype POLAR_F16 / POLAR_BF16) for every
+//    tensor of a call (index lists are int32, scores fp32).
+//  - Returns 0 on success, -1 on failure with the message in polar_last_error() (the CUDA call, file and
+//    line where a CUDA call failed). Nothing aborts. Launches are asynchronous on `stream` (NULL: default).
+//  - `workspace`: device memory of at least the size that the matching *_workspace() function returns for
+//    the same parameters, zero-filled ONCE when allocated (cudaMemset); every call leaves it zero-filled
+//    again. Calls that share a workspace must be ordered (same stream). workspace_bytes is checked.
+//  - Alignment: 16 bytes for every matrix base pointer, and leading dimensions that are multiples of 8.
+//
+// Shapes follow the Polar Sparsity paper (arXiv 2505.14884): fc1 is the up projection W1 [ffn, d]
+// (nn.Linear layout), W2t [ffn, d] the TRANSPOSED down projection (one contiguous row per neuron), the KV
+// cache is [batch, max_seq, kv_heads, head_dim] ("bshd").
+#pragma once
+#include "polar/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { POLAR_ACT_NONE = 0, POLAR_ACT_RELU = 1 } polar_act;
+// Implementation choice of the GEMM-like kernels (tests force each one; AUTO picks by GPU and batch).
+typedef enum { POLAR_IMPL_AUTO = 0, POLAR_IMPL_MMA = 1, POLAR_IMPL_WGMMA = 2 } polar_cuda_impl;
+
+// ---- device ---------------------------------------------------------------------------------------
+typedef struct {
+  char name[256];
+  int major, minor;        // compute capability
+  int sms;                 // multiprocessors
+  int l2_bytes;
+  int wgmma;               // 1 when the Hopper (sm_90a) kernels are usable on this device
+} polar_cuda_device_info;
+// Returns -1 (with the reason) when no CUDA device/driver is usable.
+int polar_cuda_get_device_info(int device, polar_cuda_device_info* out);
+
+// ---- selective MLP (fc1 + fc2 over the kept neurons) ------------------------------------------------
+// fc1:  h[i, j] = act( x[i, :] . w1[idx[j], :] + b1[idx[j]] )      i < m, j < k   (compact [m, k])
+typedef struct {
+  polar_dtype dtype;
+  int m, d, k;                 // batch rows (any >= 1), model dim (multiple of 8), kept neurons (multiple of 8)
+  const void* x; int64_t ldx;  // [m, d]
+  const void* w1; int64_t ldw1;  // [ffn, d]
+  const void* b1;              // [ffn] or NULL
+  const int32_t* idx;          // [k] neuron ids (device), distinct, any order; NULL: 0..k-1 (dense fc1)
+  int act;                     // polar_act
+  void* h; int64_t ldh;        // [m, k] output
+  int impl;                    // polar_cuda_impl
+  int splits;                  // split-K over d: 0 = auto (tests force others)
+  void* workspace; size_t workspace_bytes;
+  void* stream;
+} polar_cuda_sel_fc1_params;
+size_t polar_cuda_sel_fc1_workspace(const polar_cuda_sel_fc1_params* p);
+int polar_cuda_sel_fc1(const polar_cuda_sel_fc1_params* p);
+
+// fc2:  y[i, :] (+)= sum_j h[i, j] * w2t[idx[j], :] + b2                            (y [m, d])
+typedef struct {
+  polar_dtype dtype;
+  int m, d, k;
+  const void* h; int64_t ldh;    // [m, k]
+  const void* w2t; int64_t ldw2t;  // [ffn, d]
+  const void* b2;                // [d] or NULL
+  const int32_t* idx;            // [k] (the same list as fc1); NULL: 0..k-1
+  void* y; int64_t ldy;          // [m, d]
+  int accumulate;                // 1: y += result (fused residual add)
+  int impl, splits;              // splits: split over the k neurons (0 = auto)
+  // 1 only when this call directly follows polar_cuda_sel_fc1 on the same stream with the same idx (and no
+  // other kernel wrote idx or w2t in between): on sm_90 fc2 then starts streaming its weights while fc1
+  // finishes (programmatic dependent launch), and waits for fc1 only before reading h.
+  int after_fc1;
+  void* workspace; size_t workspace_bytes;
+  void* stream;
+} polar_cuda_sel_fc2_params;
+size_t polar_cuda_sel_fc2_workspace(const polar_cuda_sel_fc2_params* p);
+int polar_cuda_sel_fc2(const polar_cuda_sel_fc2_params* p);
+
+// ---- decode attention over a bshd KV cache (selective or dense) -------------------------------------
+// For each sequence b and each kept KV group g = idx[b, j] (j < n_sel), every query head h of the group
+// (h = g * (q_heads / kv_heads) + r) gets  out[b, h] = softmax(scale * q[b, h] . K[b, :len_b, g]) V[b, :len_b, g].
+// Query heads of groups that are not kept get zeros. MHA is q_heads == kv_heads (a group is a head).
+// idx == NULL: dense (every group). Entries < 0 or >= kv_heads are skipped (padding); duplicates are
+// harmless. Long contexts are split over CTAs and merged with a log-sum-exp rescaling.
+typedef struct {
+  polar_dtype dtype;
+  int batch, q_heads, kv_heads, head_dim;  // head_dim: 128; q_heads / kv_heads <= 16
+  int max_seq;                             // capacity of the cache (positions)
+  const void* q; int64_t q_batch_stride, q_head_stride;   // [batch, q_heads, head_dim]
+  const void* k_cache; int64_t k_batch_stride, k_seq_stride, k_head_stride;  // bshd: S*H*D, H*D, D
+  const void* v_cache; int64_t v_batch_stride, v_seq_stride, v_head_stride;
+  const int32_t* seqlens;                  // [batch] valid positions (clamped to max_seq), NULL = max_seq
+  const int32_t* idx; int n_sel; int64_t idx_stride;  // [batch, n_sel] kept groups (row stride idx_stride)
+  float scale;                             // usually 1/sqrt(head_dim)
+  void* out; int64_t o_batch_stride, o_head_stride;   // [batch, q_heads, head_dim]
+  int splits;                              // 0 = auto
+  void* workspace; size_t workspace_bytes;
+  void* stream;
+} polar_cuda_attn_params;
+size_t polar_cuda_attn_workspace(const polar_cuda_attn_params* p);
+int polar_cuda_attn_decode(const polar_cuda_attn_params* p);
+
+// ---- routers with fused top-k ------------------------------------------------------------------------
+// MLP router (low rank, no bias, no activation between, as kernels/cpu/sparse.cc):
+//   s[t, :] = fc2 . (fc1 . x[t]);  score[f] = sum_t s[t, f] (LOGIT) or sum_t sigmoid(s[t, f]) (SIGMOID)
+//   out_idx = the k neurons of largest score, ascending (ties: lower index first).
+typedef enum { POLAR_CUDA_SCORE_LOGIT = 0, POLAR_CUDA_SCORE_SIGMOID = 1 } polar_cuda_score;
+typedef struct {
+  polar_dtype dtype;
+  int m, d, rank, ffn, k;
+  const void* x; int64_t ldx;     // [m, d]
+  const void* fc1;                // [rank, d]
+  const void* fc2;                // [ffn, rank]
+  int score;                      // polar_cuda_score
+  int32_t* out_idx;               // [k]
+  float* out_scores;              // [ffn] fp32 or NULL (the summed scores; kept in the workspace otherwise)
+  void* workspace; size_t workspace_bytes;
+  void* stream;
+} polar_cuda_mlp_router_params;
+size_t polar_cuda_mlp_router_workspace(const polar_cuda_mlp_router_params* p);
+int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p);
+
+// Head router: logits[t, u] = x[t] . w[u] + b[u], u < units; units == kv_heads (one score per group) or
+// units == q_heads (a group scores the sum of its heads). Per token: the k groups of largest score,
+// ascending, into out_idx[t * ld_idx + j] (the attention kernel's idx).
+typedef struct {
+  polar_dtype dtype;
+  int m, d, units, q_heads, kv_heads, k;   // kv_heads <= 1024
+  const void* x; int64_t ldx;
+  const void* w;                 // [units, d]
+  const void* b;                 // [units] or NULL
+  int32_t* out_idx; int64_t ld_idx;
+  float* out_logits;             // [m, units] fp32 or NULL
+  void* workspace; size_t workspace_bytes;
+  void* stream;
+} polar_cuda_head_router_params;
+size_t polar_cuda_head_router_workspace(const polar_cuda_head_router_params* p);
+int polar_cuda_head_router(const polar_cuda_head_router_params* p);
+
+// ---- dense baselines -----------------------------------------------------------------------------
+// cuBLASLt GEMM with fused epilogue:  y[i, :] = act( x[i, :] . op(w) + bias )
+//   w_kn == 0: w is [n, k] (nn.Linear layout);  w_kn == 1: w is [k, n] (e.g. W2t for fc2).
+// cuBLASLt is loaded at run time (dlopen libcublasLt.so.13, or the path in POLAR_CUBLASLT); when it
+// cannot be loaded the call fails and says where it looked.
+typedef struct {
+  polar_dtype dtype;
+  int m, n, k;
+  const void* x; int64_t ldx;
+  const void* w; int64_t ldw; int w_kn;
+  const void* bias;              // [n] or NULL
+  int act;                       // polar_act
+  void* y; int64_t ldy;
+  void* stream;
+} polar_cuda_dense_linear_params;
+int polar_cuda_dense_linear(const polar_cuda_dense_linear_params* p);
+// 1 when cuBLASLt could be loaded; otherwise 0 and polar_last_error() says why.
+int polar_cuda_cublaslt_available(void);
+
+// Dense decode attention: polar_cuda_attn_decode with idx == NULL.
+
+// Frees what the backend caches per process (cuBLASLt handles, plans and their 32 MB workspaces). Call it
+// only when no call is in flight; later calls recreate what they need.
+void polar_cuda_release(void);
+
+// One line describing how the call would run (path, batch tile, grid, split-K), for benchmarks and logs.
+int polar_cuda_sel_fc1_describe(const polar_cuda_sel_fc1_params* p, char* buf, size_t n);
+int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, size_t n);
+// Experimental tuning hook of the selective GEMMs (benchmarks): mma.sync pipeline depth (3 or 4; other
+// values keep the current one) and the split-K cost penalty (< 0 keeps the current one). Not thread-safe.
+void polar_cuda_set_tuning(int mma_stages, double split_penalty);
+// Experimental: split-K reduction by fp32 atomics into one tile (1, default) or by plain partial stores (0).
+void polar_cuda_set_reduce_atomic(int on);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,654 @@
+// Benchmark of the CUDA kernels on the grid of the reference benchmark (Polar Sparsity's bench_reference.py):
+// selective MLP (OPT-6.7B / OPT-66B shapes), selective head attention (MHA), selective GQA, and one OPT-66B
+// decode step (block) sparse vs dense. One JSON object per line on stdout; a short table on stderr.
+//
+// Per point: median of timed repetitions (CUDA events around the op, the L2 flushed before each one by a
+// 256 MB memset outside the timed region, after warm-up), bytes moved (each touched weight / KV byte and
+// each activation once), GB/s, and the fraction of the limit max(bytes / 3.0 TB/s, FLOPs / 790 TFLOP/s).
+// Every configuration is checked (sampled outputs vs a CPU computation) before it is timed.
+//
+// usage: cuda_bench [--only mlp,attn,gqa,block] [--dtype f16|bf16] [--quick]
+#include <cuda_runtime.h>
+
+#include <functional>
+#include <set>
+#include <string>
+
+#include "cuda_util.cuh"
+
+using namespace tu;
+
+static const double HBM = 3.0e12, PEAK = 790e12;
+static polar_dtype g_dt = POLAR_F16;
+static std::string g_gpu;
+static bool g_quick = false;
+static bool g_wgmma = false;
+static int g_fail = 0;
+
+// ---- deterministic device init, reproducible on the host for checks ----------------------------------
+__host__ __device__ inline uint64_t mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+__host__ __device__ inline float hval(uint64_t seed, uint64_t i, float scale) {
+  const uint64_t h = mix64(seed * 0x9E3779B97F4A7C15ull ^ (i + 0x632BE59BD9B4E019ull));
+  const float u = (float)(h >> 40) * (1.0f / 16777216.0f);
+  const float v = u * 2.0f - 1.0f;
+  return v * scale;
+}
+__device__ inline void store16(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ inline void store16(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+template <typename T>
+__global__ void init_kernel(T* p, size_t n, uint64_t seed, float scale) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    store16(p + i, hval(seed, i, scale));
+}
+static float host_val(uint64_t seed, uint64_t i, float scale) { return round_t(hval(seed, i, scale), g_dt); }
+
+struct Dev {
+  void* p = nullptr;
+  size_t bytes = 0;
+  Dev() = default;
+  explicit Dev(size_t b) : bytes(b) { CK(cudaMalloc(&p, std::max<size_t>(b, 16))); }
+  ~Dev() { cudaFree(p); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+};
+static void init(void* p, size_t n, uint64_t seed, float scale) {
+  if (g_dt == POLAR_F16)
+    init_kernel<__half><<<2048, 256>>>((__half*)p, n, seed, scale);
+  else
+    init_kernel<__nv_bfloat16><<<2048, 256>>>((__nv_bfloat16*)p, n, seed, scale);
+  CK(cudaGetLastError());
+}
+static std::vector<float> download16(const void* p, size_t n) {
+  std::vector<uint16_t> b(n);
+  CK(cudaMemcpy(b.data(), p, n * 2, cudaMemcpyDeviceToHost));
+  std::vector<float> o(n);
+  for (size_t i = 0; i < n; ++i) o[i] = from_bits(b[i], g_dt);
+  return o;
+}
+
+// ---- timing --------------------------------------------------------------------------------------------
+static Dev* g_flush = nullptr;
+static double time_ms(const std::function<void()>& fn) {
+  const size_t fb = g_flush->bytes;
+  auto flush = [&](int i) { CK(cudaMemsetAsync(g_flush->p, i & 0xff, fb)); };
+  cudaEvent_t w0, w1;
+  CK(cudaEventCreate(&w0));
+  CK(cudaEventCreate(&w1));
+  for (int i = 0; i < 3; ++i) {
+    flush(i);
+    fn();
+  }
+  flush(3);
+  CK(cudaEventRecord(w0));
+  fn();
+  CK(cudaEventRecord(w1));
+  CK(cudaEventSynchronize(w1));
+  float est = 0;
+  CK(cudaEventElapsedTime(&est, w0, w1));
+  int reps = (int)std::min(200.0, std::max(15.0, 250.0 / std::max(est + 0.1f, 0.01f)));
+  if (g_quick) reps = 5;
+  std::vector<cudaEvent_t> a(reps), b(reps);
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaEventCreate(&a[r]));
+    CK(cudaEventCreate(&b[r]));
+  }
+  for (int r = 0; r < reps; ++r) {
+    flush(r);
+    CK(cudaEventRecord(a[r]));
+    fn();
+    CK(cudaEventRecord(b[r]));
+  }
+  CK(cudaDeviceSynchronize());
+  std::vector<float> t(reps);
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaEventElapsedTime(&t[r], a[r], b[r]));
+    cudaEventDestroy(a[r]);
+    cudaEventDestroy(b[r]);
+  }
+  cudaEventDestroy(w0);
+  cudaEventDestroy(w1);
+  std::sort(t.begin(), t.end());
+  return reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+}
+
+static std::string jnum(double v, int prec = 4) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", prec, v);
+  return b;
+}
+
+static void check(bool ok, const std::string& what, double err, double tol) {
+  if (!ok) {
+    ++g_fail;
+    std::fprintf(stderr, "CHECK FAILED: %s err=%.4g tol=%.4g\n", what.c_str(), err, tol);
+  }
+}
+
+static std::vector<int32_t> rand_sorted_subset(Rng& r, int n, int k) {
+  std::vector<int32_t> p(n);
+  for (int i = 0; i < n; ++i) p[i] = i;
+  for (int i = 0; i < k; ++i) std::swap(p[i], p[i + r.below(n - i)]);
+  p.resize(k);
+  std::sort(p.begin(), p.end());
+  return p;
+}
+
+// ---- selective MLP ----------------------------------------------------------------------------------
+struct MlpBufs {
+  int d, ffn, mmax;
+  Dev w1, b1, w2t, b2, x, h, y, hd, yd, idx, ws;
+  MlpBufs(int d_, int ffn_, int mmax_)
+      : d(d_), ffn(ffn_), mmax(mmax_), w1((size_t)ffn_ * d_ * 2), b1(ffn_ * 2), w2t((size_t)ffn_ * d_ * 2), b2(d_ * 2),
+        x((size_t)mmax_ * d_ * 2), h((size_t)mmax_ * ffn_ * 2), y((size_t)mmax_ * d_ * 2), hd((size_t)mmax_ * ffn_ * 2),
+        yd((size_t)mmax_ * d_ * 2), idx(ffn_ * 4), ws(256u << 20) {
+    init(w1.p, (size_t)ffn * d, 11, 1.f / std::sqrt((float)d) * 1.7f);
+    init(b1.p, ffn, 12, 0.1f);
+    init(w2t.p, (size_t)ffn * d, 13, 1.f / std::sqrt((float)ffn) * 1.7f);
+    init(b2.p, d, 14, 0.1f);
+    init(x.p, (size_t)mmax * d, 15, 1.7f);
+    CK(cudaMemset(ws.p, 0, ws.bytes));
+  }
+};
+
+static void mlp_params(MlpBufs& B, int m, int k, bool sparse, int impl, polar_cuda_sel_fc1_params* p1, polar_cuda_sel_fc2_params* p2) {
+  *p1 = polar_cuda_sel_fc1_params{};
+  p1->dtype = g_dt; p1->m = m; p1->d = B.d; p1->k = k; p1->x = B.x.p; p1->ldx = B.d; p1->w1 = B.w1.p; p1->ldw1 = B.d;
+  p1->b1 = B.b1.p; p1->idx = sparse ? (const int32_t*)B.idx.p : nullptr; p1->act = POLAR_ACT_RELU; p1->h = B.h.p; p1->ldh = k;
+  p1->impl = impl; p1->workspace = B.ws.p; p1->workspace_bytes = B.ws.bytes;
+  *p2 = polar_cuda_sel_fc2_params{};
+  p2->dtype = g_dt; p2->m = m; p2->d = B.d; p2->k = k; p2->h = B.h.p; p2->ldh = k; p2->w2t = B.w2t.p; p2->ldw2t = B.d;
+  p2->b2 = B.b2.p; p2->idx = p1->idx; p2->y = B.y.p; p2->ldy = B.d; p2->impl = impl; p2->after_fc1 = 1;
+  p2->workspace = B.ws.p; p2->workspace_bytes = B.ws.bytes;
+}
+
+// Sampled check of h and y against the host recomputation of the hashed weights.
+static void verify_mlp(MlpBufs& B, int m, int k, const std::vector<int32_t>& idx, const std::string& tag) {
+  const int d = B.d;
+  std::vector<float> x = download16(B.x.p, (size_t)m * d), h = download16(B.h.p, (size_t)m * k), y = download16(B.y.p, (size_t)m * d);
+  Rng r(77 + m + k);
+  double e1 = 0, m1 = 0, e2 = 0, m2 = 0;
+  bool finite = true;
+  for (int s = 0; s < 48; ++s) {
+    const int i = r.below(m), j = r.below(k);
+    const int f = idx[j];
+    double acc = host_val(12, f, 0.1f);
+    for (int t = 0; t < d; ++t) acc += (double)x[(size_t)i * d + t] * host_val(11, (size_t)f * d + t, 1.f / std::sqrt((float)d) * 1.7f);
+    acc = std::max(acc, 0.0);
+    const double o = h[(size_t)i * k + j];
+    finite &= std::isfinite(o);
+    e1 = std::max(e1, std::fabs(o - acc));
+    m1 = std::max(m1, std::fabs(acc));
+  }
+  for (int s = 0; s < 24; ++s) {
+    const int i = r.below(m), c = r.below(d);
+    double acc = host_val(14, c, 0.1f);
+    for (int j = 0; j < k; ++j)
+      acc += (double)h[(size_t)i * k + j] * host_val(13, (size_t)idx[j] * d + c, 1.f / std::sqrt((float)B.ffn) * 1.7f);
+    const double o = y[(size_t)i * d + c];
+    finite &= std::isfinite(o);
+    e2 = std::max(e2, std::fabs(o - acc));
+    m2 = std::max(m2, std::fabs(acc));
+  }
+  const double tol = g_dt == POLAR_F16 ? 4e-3 : 3e-2;
+  check(finite && e1 <= tol * (m1 + 1e-2), "mlp fc1 " + tag, e1, tol * (m1 + 1e-2));
+  check(finite && e2 <= tol * (m2 + 1e-2), "mlp fc2 " + tag, e2, tol * (m2 + 1e-2));
+}
+
+static double run_mlp_sparse(MlpBufs& B, int m, int k, int impl, double* fc1_ms, double* fc2_ms) {
+  polar_cuda_sel_fc1_params p1;
+  polar_cuda_sel_fc2_params p2;
+  mlp_params(B, m, k, true, impl, &p1, &p2);
+  const double t = time_ms([&] {
+    PK(polar_cuda_sel_fc1(&p1));
+    PK(polar_cuda_sel_fc2(&p2));
+  });
+  if (fc1_ms) *fc1_ms = time_ms([&] { PK(polar_cuda_sel_fc1(&p1)); });
+  if (fc2_ms) *fc2_ms = time_ms([&] { PK(polar_cuda_sel_fc2(&p2)); });
+  return t;
+}
+
+static void dense_mlp(MlpBufs& B, int m) {
+  polar_cuda_dense_linear_params a{};
+  a.dtype = g_dt; a.m = m; a.n = B.ffn; a.k = B.d; a.x = B.x.p; a.ldx = B.d; a.w = B.w1.p; a.ldw = B.d; a.w_kn = 0;
+  a.bias = B.b1.p; a.act = POLAR_ACT_RELU; a.y = B.hd.p; a.ldy = B.ffn;
+  PK(polar_cuda_dense_linear(&a));
+  polar_cuda_dense_linear_params c{};
+  c.dtype = g_dt; c.m = m; c.n = B.d; c.k = B.ffn; c.x = B.hd.p; c.ldx = B.ffn; c.w = B.w2t.p; c.ldw = B.d; c.w_kn = 1;
+  c.bias = B.b2.p; c.act = POLAR_ACT_NONE; c.y = B.yd.p; c.ldy = B.d;
+  PK(polar_cuda_dense_linear(&c));
+}
+
+static void bench_mlp() {
+  struct Model {
+    const char* name;
+    int d, ffn;
+  } models[] = {{"opt-6.7b", 4096, 16384}, {"opt-66b", 9216, 36864}};
+  const bool lt = polar_cuda_cublaslt_available();
+  if (!lt) std::fprintf(stderr, "dense baseline unavailable: %s\n", polar_last_error());
+  for (const Model& M : models) {
+    MlpBufs B(M.d, M.ffn, 256);
+    for (int m : {1, 16, 64, 256}) {
+      if (g_quick && m != 64) continue;
+      double dense = -1;
+      if (lt) dense = time_ms([&] { dense_mlp(B, m); });
+      for (double dens : {0.05, 0.1, 0.25, 0.5, 1.0}) {
+        if (g_quick && dens != 0.25) continue;
+        const int k = (int)std::ceil(M.ffn * dens / 128) * 128;
+        Rng r(1000 + m + k);
+        const std::vector<int32_t> idx = rand_sorted_subset(r, M.ffn, k);
+        CK(cudaMemcpy(B.idx.p, idx.data(), k * 4, cudaMemcpyHostToDevice));
+        polar_cuda_sel_fc1_params p1;
+        polar_cuda_sel_fc2_params p2;
+        mlp_params(B, m, k, true, POLAR_IMPL_AUTO, &p1, &p2);
+        const size_t need = std::max(polar_cuda_sel_fc1_workspace(&p1), polar_cuda_sel_fc2_workspace(&p2));
+        if (need > B.ws.bytes) {
+          std::fprintf(stderr, "workspace %zu > %zu\n", need, B.ws.bytes);
+          std::exit(2);
+        }
+        CK(cudaMemset(B.y.p, 0xFF, (size_t)m * M.d * 2));
+        PK(polar_cuda_sel_fc1(&p1));
+        PK(polar_cuda_sel_fc2(&p2));
+        CK(cudaDeviceSynchronize());
+        char tag[128];
+        std::snprintf(tag, sizeof tag, "%s m=%d k=%d", M.name, m, k);
+        verify_mlp(B, m, k, idx, tag);
+        if (lt && dens == 1.0) {  // the dense path computes the same function: compare the outputs
+          dense_mlp(B, m);
+          CK(cudaDeviceSynchronize());
+          std::vector<float> ys = download16(B.y.p, (size_t)m * M.d), yd = download16(B.yd.p, (size_t)m * M.d);
+          double e = 0, mx = 0;
+          for (size_t i = 0; i < ys.size(); ++i) {
+            e = std::max(e, (double)std::fabs(ys[i] - yd[i]));
+            mx = std::max(mx, (double)std::fabs(yd[i]));
+          }
+          const double tol = (g_dt == POLAR_F16 ? 4e-3 : 3e-2) * (mx + 1e-2);
+          check(e <= tol, std::string("sparse(all) vs dense ") + tag, e, tol);
+        }
+        double fc1 = 0, fc2 = 0;
+        const double ms = run_mlp_sparse(B, m, k, POLAR_IMPL_AUTO, &fc1, &fc2);
+        std::string alt;
+        if (g_wgmma && (m == 16 || m == 64)) {
+          const int other = m > 64 ? POLAR_IMPL_MMA : POLAR_IMPL_WGMMA;
+          double a1 = 0, a2 = 0;
+          const double am = run_mlp_sparse(B, m, k, other, &a1, &a2);
+          alt = ",\"alt_impl\":\"" + std::string(other == POLAR_IMPL_MMA ? "mma" : "wgmma") + "\",\"alt_ms\":" + jnum(am) +
+                ",\"alt_fc1_ms\":" + jnum(a1) + ",\"alt_fc2_ms\":" + jnum(a2);
+        }
+        char plan1[160] = "", plan2[160] = "";
+        polar_cuda_sel_fc1_describe(&p1, plan1, sizeof plan1);
+        polar_cuda_sel_fc2_describe(&p2, plan2, sizeof plan2);
+        alt += std::string(",\"plan_fc1\":\"") + plan1 + "\",\"plan_fc2\":\"" + plan2 + "\"";
+        const double bytes = 2.0 * k * M.d * 2 + (k + M.d) * 2.0 + 2.0 * m * M.d * 2 + k * 4.0;
+        const double flops = 4.0 * m * k * M.d;
+        const double limit = std::max(bytes / HBM, flops / PEAK) * 1e3;
+        std::printf(
+            "{\"bench\":\"mlp\",\"model\":\"%s\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"batch\":%d,\"density\":%g,\"k\":%d,\"d\":%d,"
+            "\"ffn\":%d,\"ms\":%s,\"fc1_ms\":%s,\"fc2_ms\":%s,\"dense_ms\":%s,\"speedup_vs_dense\":%s,\"bytes\":%.0f,\"flops\":%.0f,"
+            "\"gbps\":%s,\"limit_ms\":%s,\"frac_of_limit\":%s,\"path\":\"%s\"%s}\n",
+            M.name, g_gpu.c_str(), dtname(g_dt), m, dens, k, M.d, M.ffn, jnum(ms).c_str(), jnum(fc1).c_str(), jnum(fc2).c_str(),
+            jnum(dense).c_str(), jnum(dense > 0 ? dense / ms : 0, 3).c_str(), bytes, flops, jnum(bytes / ms / 1e6, 1).c_str(),
+            jnum(limit).c_str(), jnum(limit / ms, 3).c_str(), (g_wgmma && m > 64) ? "wgmma" : "mma", alt.c_str());
+        std::fflush(stdout);
+        std::fprintf(stderr, "mlp  %-8s M=%-3d dens=%-4g k=%-5d %8.4f ms  %6.0f GB/s  %5.1f%% of limit  dense %.4f ms (x%.2f)\n", M.name, m,
+                     dens, k, ms, bytes / ms / 1e6, 100 * limit / ms, dense, dense > 0 ? dense / ms : 0);
+      }
+    }
+  }
+}
+
+// Tuning sweep: fc1 and fc2 alone under forced split-K counts, pipeline depths and paths.
+static void bench_sweep() {
+  struct Pt {
+    const char* name;
+    int d, ffn, m;
+    double dens;
+  } pts[] = {{"opt-66b", 9216, 36864, 1, 0.5},  {"opt-66b", 9216, 36864, 64, 0.5}, {"opt-66b", 9216, 36864, 256, 0.5},
+             {"opt-66b", 9216, 36864, 16, 0.05}, {"opt-6.7b", 4096, 16384, 16, 0.25}, {"opt-6.7b", 4096, 16384, 256, 0.25}};
+  for (const Pt& P : pts) {
+    MlpBufs B(P.d, P.ffn, P.m);
+    const int k = (int)std::ceil(P.ffn * P.dens / 128) * 128;
+    Rng r(1000 + P.m + k);
+    const std::vector<int32_t> idx = rand_sorted_subset(r, P.ffn, k);
+    CK(cudaMemcpy(B.idx.p, idx.data(), k * 4, cudaMemcpyHostToDevice));
+    struct Var {
+      std::string name;
+      int impl, splits, stages;
+      double pen;
+    };
+    std::vector<Var> vars = {{"auto", POLAR_IMPL_AUTO, 0, 3, 1.0}, {"store", POLAR_IMPL_AUTO, 0, 3, 1.0},
+                             {"pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25}, {"pen4", POLAR_IMPL_AUTO, 0, 3, 4.0},
+                             {"pen16", POLAR_IMPL_AUTO, 0, 3, 16.0}};
+    if (g_wgmma) vars.push_back({P.m > 64 ? "mma" : "wgmma", P.m > 64 ? POLAR_IMPL_MMA : POLAR_IMPL_WGMMA, 0, 3, 1.0});
+    for (const Var& v : vars) {
+      polar_cuda_set_tuning(v.stages, v.pen);
+      polar_cuda_set_reduce_atomic(v.name != "store");
+      polar_cuda_sel_fc1_params p1;
+      polar_cuda_sel_fc2_params p2;
+      mlp_params(B, P.m, k, true, v.impl, &p1, &p2);
+      p1.splits = p2.splits = v.splits;
+      if (std::max(polar_cuda_sel_fc1_workspace(&p1), polar_cuda_sel_fc2_workspace(&p2)) > B.ws.bytes) continue;
+      char d1[160], d2[160];
+      polar_cuda_sel_fc1_describe(&p1, d1, sizeof d1);
+      polar_cuda_sel_fc2_describe(&p2, d2, sizeof d2);
+      const double t1 = time_ms([&] { PK(polar_cuda_sel_fc1(&p1)); });
+      const double t2 = time_ms([&] { PK(polar_cuda_sel_fc2(&p2)); });
+      const double half = (double)k * P.d * 2 / HBM * 1e3;
+      std::printf("{\"bench\":\"sweep\",\"model\":\"%s\",\"batch\":%d,\"k\":%d,\"variant\":\"%s\",\"fc1_ms\":%s,\"fc2_ms\":%s,"
+                  "\"fc1_frac\":%s,\"fc2_frac\":%s,\"plan_fc1\":\"%s\",\"plan_fc2\":\"%s\"}\n",
+                  P.name, P.m, k, v.name.c_str(), jnum(t1).c_str(), jnum(t2).c_str(), jnum(half / t1, 3).c_str(),
+                  jnum(half / t2, 3).c_str(), d1, d2);
+      std::fflush(stdout);
+    }
+    polar_cuda_set_tuning(3, 1.0);
+    polar_cuda_set_reduce_atomic(1);
+  }
+}
+
+// ---- attention --------------------------------------------------------------------------------------
+struct AttnBufs {
+  int B, S, hkv, hq;
+  Dev q, k, v, o, idx, lens, ws;
+  AttnBufs(int B_, int S_, int hkv_, int hq_)
+      : B(B_), S(S_), hkv(hkv_), hq(hq_), q((size_t)B_ * hq_ * 128 * 2), k((size_t)B_ * S_ * hkv_ * 128 * 2),
+        v((size_t)B_ * S_ * hkv_ * 128 * 2), o((size_t)B_ * hq_ * 128 * 2), idx((size_t)B_ * hkv_ * 4), lens(B_ * 4), ws(64u << 20) {
+    init(q.p, (size_t)B * hq * 128, 21, 1.7f);
+    init(k.p, (size_t)B * S * hkv * 128, 22, 1.7f);
+    init(v.p, (size_t)B * S * hkv * 128, 23, 1.7f);
+    std::vector<int32_t> l(B, S);
+    CK(cudaMemcpy(lens.p, l.data(), B * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemset(ws.p, 0, ws.bytes));
+  }
+  polar_cuda_attn_params params(int nsel, bool dense) {
+    polar_cuda_attn_params p{};
+    p.dtype = g_dt; p.batch = B; p.q_heads = hq; p.kv_heads = hkv; p.head_dim = 128; p.max_seq = S;
+    p.q = q.p; p.q_batch_stride = (int64_t)hq * 128; p.q_head_stride = 128;
+    p.k_cache = k.p; p.k_batch_stride = (int64_t)S * hkv * 128; p.k_seq_stride = (int64_t)hkv * 128; p.k_head_stride = 128;
+    p.v_cache = v.p; p.v_batch_stride = p.k_batch_stride; p.v_seq_stride = p.k_seq_stride; p.v_head_stride = 128;
+    p.seqlens = (const int32_t*)lens.p;
+    p.idx = dense ? nullptr : (const int32_t*)idx.p; p.n_sel = nsel; p.idx_stride = nsel;
+    p.scale = 1.f / std::sqrt(128.f);
+    p.out = o.p; p.o_batch_stride = (int64_t)hq * 128; p.o_head_stride = 128;
+    p.workspace = ws.p; p.workspace_bytes = ws.bytes;
+    return p;
+  }
+};
+
+static void verify_attn(AttnBufs& A, int nsel, const std::vector<int32_t>& idx, const std::string& tag) {
+  const int hpg = A.hq / A.hkv, S = A.S;
+  std::vector<float> o = download16(A.o.p, (size_t)A.B * A.hq * 128);
+  Rng r(5 + nsel);
+  double err = 0, mx = 0;
+  bool finite = true, zeros = true;
+  for (int s = 0; s < 3; ++s) {
+    const int b = r.below(A.B);
+    const int g = idx[(size_t)b * nsel + r.below(nsel)];
+    const int h = g * hpg + r.below(hpg);
+    std::vector<double> sc(S);
+    double m = -1e300;
+    for (int p = 0; p < S; ++p) {
+      double acc = 0;
+      for (int t = 0; t < 128; ++t)
+        acc += (double)host_val(21, ((size_t)b * A.hq + h) * 128 + t, 1.7f) * host_val(22, (((size_t)b * S + p) * A.hkv + g) * 128 + t, 1.7f);
+      sc[p] = acc / std::sqrt(128.0);
+      m = std::max(m, sc[p]);
+    }
+    double den = 0;
+    for (int p = 0; p < S; ++p) den += (sc[p] = std::exp(sc[p] - m));
+    for (int t = 0; t < 128; t += 9) {
+      double acc = 0;
+      for (int p = 0; p < S; ++p) acc += sc[p] * host_val(23, (((size_t)b * S + p) * A.hkv + g) * 128 + t, 1.7f);
+      acc /= den;
+      const double got = o[((size_t)b * A.hq + h) * 128 + t];
+      finite &= std::isfinite(got);
+      err = std::max(err, std::fabs(got - acc));
+      mx = std::max(mx, std::fabs(acc));
+    }
+    // a head of a group that b does not keep is zero
+    std::vector<char> kept(A.hkv, 0);
+    for (int j = 0; j < nsel; ++j) kept[idx[(size_t)b * nsel + j]] = 1;
+    for (int gg = 0; gg < A.hkv; ++gg)
+      if (!kept[gg]) zeros &= o[((size_t)b * A.hq + gg * hpg) * 128] == 0.f;
+  }
+  const double tol = (g_dt == POLAR_F16 ? 4e-3 : 3e-2) * (mx + 0.05);
+  check(finite && err <= tol, "attn " + tag, err, tol);
+  check(zeros, "attn zeros " + tag, 0, 0);
+}
+
+static void bench_attn(bool gqa) {
+  struct Model {
+    const char* name;
+    int hq, hkv;
+  };
+  std::vector<Model> models = gqa ? std::vector<Model>{{"llama-3-8b", 32, 8}, {"llama-3-70b", 64, 8}}
+                                  : std::vector<Model>{{"opt-6.7b", 32, 32}, {"opt-66b", 72, 72}};
+  std::vector<std::pair<int, int>> shapes = gqa ? std::vector<std::pair<int, int>>{{16, 4096}, {64, 4096}, {64, 8192}}
+                                                : std::vector<std::pair<int, int>>{{16, 1920}, {64, 1920}, {64, 4096}};
+  std::vector<double> dens = gqa ? std::vector<double>{0.5, 0.625, 1.0} : std::vector<double>{0.3, 0.5, 1.0};
+  for (const Model& M : models)
+    for (auto [B, S] : shapes) {
+      if (g_quick && B != 64) continue;
+      AttnBufs A(B, S, M.hkv, M.hq);
+      polar_cuda_attn_params pd = A.params(M.hkv, true);
+      if (polar_cuda_attn_workspace(&pd) > A.ws.bytes) std::exit(3);
+      const double dense = time_ms([&] { PK(polar_cuda_attn_decode(&pd)); });
+      for (double de : dens) {
+        const int top = std::max(1, (int)std::ceil(M.hkv * de));
+        Rng r(300 + B + S + top);
+        std::vector<int32_t> idx((size_t)B * top);
+        for (int b = 0; b < B; ++b) {
+          std::vector<int32_t> s = rand_sorted_subset(r, M.hkv, top);
+          std::copy(s.begin(), s.end(), idx.begin() + (size_t)b * top);
+        }
+        CK(cudaMemcpy(A.idx.p, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice));
+        polar_cuda_attn_params p = A.params(top, false);
+        if (polar_cuda_attn_workspace(&p) > A.ws.bytes) std::exit(3);
+        CK(cudaMemset(A.o.p, 0xFF, A.o.bytes));
+        PK(polar_cuda_attn_decode(&p));
+        CK(cudaDeviceSynchronize());
+        char tag[128];
+        std::snprintf(tag, sizeof tag, "%s B=%d S=%d top=%d", M.name, B, S, top);
+        verify_attn(A, top, idx, tag);
+        const double ms = time_ms([&] { PK(polar_cuda_attn_decode(&p)); });
+        const int hpg = M.hq / M.hkv;
+        const double bytes = 2.0 * B * S * top * 128 * 2 + 2.0 * B * top * hpg * 128 * 2 + (double)B * M.hq * 128 * 2 + B * top * 4.0;
+        const double flops = 4.0 * B * S * top * hpg * 128;
+        const double limit = std::max(bytes / HBM, flops / PEAK) * 1e3;
+        std::printf(
+            "{\"bench\":\"%s\",\"model\":\"%s\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"batch\":%d,\"seq\":%d,\"q_heads\":%d,\"kv_heads\":%d,"
+            "\"density\":%g,\"kept\":%d,\"ms\":%s,\"dense_ms\":%s,\"speedup_vs_dense\":%s,\"bytes\":%.0f,\"gbps\":%s,\"limit_ms\":%s,"
+            "\"frac_of_limit\":%s}\n",
+            gqa ? "gqa" : "attn", M.name, g_gpu.c_str(), dtname(g_dt), B, S, M.hq, M.hkv, de, top, jnum(ms).c_str(),
+            jnum(dense).c_str(), jnum(dense / ms, 3).c_str(), bytes, jnum(bytes / ms / 1e6, 1).c_str(), jnum(limit).c_str(),
+            jnum(limit / ms, 3).c_str());
+        std::fflush(stdout);
+        std::fprintf(stderr, "%-4s %-11s B=%-3d S=%-5d kept=%-3d %8.4f ms  %6.0f GB/s  %5.1f%% of limit  dense %.4f ms (x%.2f)\n",
+                     gqa ? "gqa" : "attn", M.name, B, S, top, ms, bytes / ms / 1e6, 100 * limit / ms, dense, dense / ms);
+      }
+    }
+}
+
+// ---- one OPT-66B decode step: (QKV proj) + attention + (out proj) + MLP, sparse vs dense ----------------
+static void bench_block() {
+  if (!polar_cuda_cublaslt_available()) {
+    std::fprintf(stderr, "block: skipped, cuBLASLt unavailable: %s\n", polar_last_error());
+    return;
+  }
+  const int d = 9216, H = 72, D = 128, ffn = 36864, B = 64, S = 1920, rank = 1024;
+  const double head_dens = 0.3, mlp_dens = 0.5;
+  const int top = (int)std::ceil(H * head_dens), k = (int)std::ceil(ffn * mlp_dens / 128) * 128;
+  Dev x((size_t)B * d * 2), wqkv((size_t)3 * d * d * 2), bqkv(3 * d * 2), qkv((size_t)B * 3 * d * 2), wo((size_t)d * d * 2), bo(d * 2),
+      ao((size_t)B * d * 2), o((size_t)B * d * 2), kc((size_t)B * S * H * D * 2), vc((size_t)B * S * H * D * 2), lens(B * 4),
+      w1((size_t)ffn * d * 2), b1(ffn * 2), w2t((size_t)ffn * d * 2), b2(d * 2), h((size_t)B * ffn * 2), y((size_t)B * d * 2),
+      hr_w((size_t)H * d * 2), hr_b(H * 2), mr1((size_t)rank * d * 2), mr2((size_t)ffn * rank * 2), hidx((size_t)B * top * 4),
+      midx(ffn * 4), ws(128u << 20);
+  init(x.p, (size_t)B * d, 31, 1.7f);
+  init(wqkv.p, (size_t)3 * d * d, 32, 0.018f);
+  init(bqkv.p, 3 * d, 33, 0.1f);
+  init(wo.p, (size_t)d * d, 34, 0.018f);
+  init(bo.p, d, 35, 0.1f);
+  init(kc.p, (size_t)B * S * H * D, 36, 1.7f);
+  init(vc.p, (size_t)B * S * H * D, 37, 1.7f);
+  init(w1.p, (size_t)ffn * d, 38, 0.018f);
+  init(b1.p, ffn, 39, 0.1f);
+  init(w2t.p, (size_t)ffn * d, 40, 0.009f);
+  init(b2.p, d, 41, 0.1f);
+  init(hr_w.p, (size_t)H * d, 42, 0.018f);
+  init(hr_b.p, H, 43, 0.1f);
+  init(mr1.p, (size_t)rank * d, 44, 0.018f);
+  init(mr2.p, (size_t)ffn * rank, 45, 0.05f);
+  std::vector<int32_t> l(B, S);
+  CK(cudaMemcpy(lens.p, l.data(), B * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemset(ws.p, 0, ws.bytes));
+  CK(cudaDeviceSynchronize());
+
+  auto lin = [&](const void* xin, int n, int kk, const void* w, const void* b, int act, void* out) {
+    polar_cuda_dense_linear_params p{};
+    p.dtype = g_dt; p.m = B; p.n = n; p.k = kk; p.x = xin; p.ldx = kk; p.w = w; p.ldw = kk; p.w_kn = 0; p.bias = b; p.act = act; p.y = out; p.ldy = n;
+    PK(polar_cuda_dense_linear(&p));
+  };
+  auto attn = [&](bool sparse) {
+    polar_cuda_attn_params p{};
+    p.dtype = g_dt; p.batch = B; p.q_heads = H; p.kv_heads = H; p.head_dim = D; p.max_seq = S;
+    p.q = qkv.p; p.q_batch_stride = 3 * d; p.q_head_stride = D;  // q = the first d columns of the QKV output
+    p.k_cache = kc.p; p.k_batch_stride = (int64_t)S * H * D; p.k_seq_stride = (int64_t)H * D; p.k_head_stride = D;
+    p.v_cache = vc.p; p.v_batch_stride = p.k_batch_stride; p.v_seq_stride = p.k_seq_stride; p.v_head_stride = D;
+    p.seqlens = (const int32_t*)lens.p; p.idx = sparse ? (const int32_t*)hidx.p : nullptr; p.n_sel = top; p.idx_stride = top;
+    p.scale = 1.f / std::sqrt((float)D); p.out = ao.p; p.o_batch_stride = d; p.o_head_stride = D;
+    p.workspace = ws.p; p.workspace_bytes = ws.bytes;
+    PK(polar_cuda_attn_decode(&p));
+  };
+  auto head_router = [&] {
+    polar_cuda_head_router_params p{};
+    p.dtype = g_dt; p.m = B; p.d = d; p.units = H; p.q_heads = H; p.kv_heads = H; p.k = top; p.x = x.p; p.ldx = d;
+    p.w = hr_w.p; p.b = hr_b.p; p.out_idx = (int32_t*)hidx.p; p.ld_idx = top; p.workspace = ws.p; p.workspace_bytes = ws.bytes;
+    PK(polar_cuda_head_router(&p));
+  };
+  auto mlp_router = [&] {
+    polar_cuda_mlp_router_params p{};
+    p.dtype = g_dt; p.m = B; p.d = d; p.rank = rank; p.ffn = ffn; p.k = k; p.x = o.p; p.ldx = d; p.fc1 = mr1.p; p.fc2 = mr2.p;
+    p.score = POLAR_CUDA_SCORE_LOGIT; p.out_idx = (int32_t*)midx.p; p.workspace = ws.p; p.workspace_bytes = ws.bytes;
+    PK(polar_cuda_mlp_router(&p));
+  };
+  auto mlp_sparse = [&] {
+    polar_cuda_sel_fc1_params p1{};
+    p1.dtype = g_dt; p1.m = B; p1.d = d; p1.k = k; p1.x = o.p; p1.ldx = d; p1.w1 = w1.p; p1.ldw1 = d; p1.b1 = b1.p;
+    p1.idx = (const int32_t*)midx.p; p1.act = POLAR_ACT_RELU; p1.h = h.p; p1.ldh = k; p1.workspace = ws.p; p1.workspace_bytes = ws.bytes;
+    PK(polar_cuda_sel_fc1(&p1));
+    polar_cuda_sel_fc2_params p2{};
+    p2.dtype = g_dt; p2.m = B; p2.d = d; p2.k = k; p2.h = h.p; p2.ldh = k; p2.w2t = w2t.p; p2.ldw2t = d; p2.b2 = b2.p;
+    p2.idx = p1.idx; p2.y = y.p; p2.ldy = d; p2.workspace = ws.p; p2.workspace_bytes = ws.bytes; p2.after_fc1 = 1;
+    PK(polar_cuda_sel_fc2(&p2));
+  };
+  auto mlp_dense = [&] {
+    lin(o.p, ffn, d, w1.p, b1.p, POLAR_ACT_RELU, h.p);
+    polar_cuda_dense_linear_params p{};
+    p.dtype = g_dt; p.m = B; p.n = d; p.k = ffn; p.x = h.p; p.ldx = ffn; p.w = w2t.p; p.ldw = d; p.w_kn = 1; p.bias = b2.p; p.y = y.p; p.ldy = d;
+    PK(polar_cuda_dense_linear(&p));
+  };
+  // the routers' workspaces must fit
+  {
+    polar_cuda_mlp_router_params p{};
+    p.dtype = g_dt; p.m = B; p.d = d; p.rank = rank; p.ffn = ffn; p.k = k; p.x = o.p; p.ldx = d; p.fc1 = mr1.p; p.fc2 = mr2.p; p.out_idx = (int32_t*)midx.p;
+    if (polar_cuda_mlp_router_workspace(&p) > ws.bytes) std::exit(4);
+  }
+  auto qkv_proj = [&] { lin(x.p, 3 * d, d, wqkv.p, bqkv.p, POLAR_ACT_NONE, qkv.p); };
+  auto o_proj = [&] { lin(ao.p, d, d, wo.p, bo.p, POLAR_ACT_NONE, o.p); };
+
+  // run once to set the router outputs, then time
+  head_router();
+  qkv_proj();
+  attn(true);
+  o_proj();
+  mlp_router();
+  mlp_sparse();
+  CK(cudaDeviceSynchronize());
+  const double t_hr = time_ms(head_router), t_mr = time_ms(mlp_router), t_qkv = time_ms(qkv_proj), t_o = time_ms(o_proj);
+  const double t_as = time_ms([&] { attn(true); }), t_ad = time_ms([&] { attn(false); });
+  const double t_ms = time_ms(mlp_sparse), t_md = time_ms(mlp_dense);
+  const double sparse_core = time_ms([&] {
+    head_router();
+    attn(true);
+    mlp_router();
+    mlp_sparse();
+  });
+  const double dense_core = time_ms([&] {
+    attn(false);
+    mlp_dense();
+  });
+  const double sparse_full = time_ms([&] {
+    head_router();
+    qkv_proj();
+    attn(true);
+    o_proj();
+    mlp_router();
+    mlp_sparse();
+  });
+  const double dense_full = time_ms([&] {
+    qkv_proj();
+    attn(false);
+    o_proj();
+    mlp_dense();
+  });
+  std::printf(
+      "{\"bench\":\"block\",\"model\":\"opt-66b\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"batch\":%d,\"seq\":%d,\"head_density\":%g,\"kept_heads\":%d,"
+      "\"mlp_density\":%g,\"k\":%d,\"router_rank\":%d,\"attn_mlp_sparse_ms\":%s,\"attn_mlp_dense_ms\":%s,\"attn_mlp_speedup\":%s,"
+      "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,"
+      "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
+      g_gpu.c_str(), dtname(g_dt), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
+      jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
+      jnum(t_hr).c_str(), jnum(t_mr).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
+      jnum(t_ms).c_str(), jnum(t_md).c_str());
+  std::fflush(stdout);
+  std::fprintf(stderr, "block opt-66b B=64 S=1920: attn+MLP sparse %.4f ms vs dense %.4f ms (x%.2f); with QKV/out proj %.4f vs %.4f (x%.2f)\n",
+               sparse_core, dense_core, dense_core / sparse_core, sparse_full, dense_full, dense_full / sparse_full);
+}
+
+int main(int argc, char** argv) {
+  std::set<std::string> only;
+  bool sweep = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") g_quick = true;
+    else if (a == "--sweep") sweep = true;
+    else if (a == "--dtype" && i + 1 < argc) g_dt = std::string(argv[++i]) == "bf16" ? POLAR_BF16 : POLAR_F16;
+    else if (a == "--only" && i + 1 < argc) {
+      std::string s = argv[++i];
+      size_t p = 0;
+      while (p <= s.size()) {
+        size_t q = s.find(',', p);
+        if (q == std::string::npos) q = s.size();
+        only.insert(s.substr(p, q - p));
+        p = q + 1;
+      }
+    }
+  }
+  polar_cuda_device_info info;
+  if (polar_cuda_get_device_info(0, &info) != 0) {
+    std::fprintf(stderr, "no usable CUDA device: %s\n", polar_last_error());
+    return 1;
+  }
+  g_gpu = info.name;
+  g_wgmma = info.wgmma;
+  Dev flush(256u << 20);
+  g_flush = &flush;
+  std::printf("{\"bench\":\"meta\",\"gpu\":\"%s\",\"sm\":\"%d.%d\",\"sms\":%d,\"wgmma\":%d,\"dtype\":\"%s\",\"hbm_bytes_per_s\":%.3g,"
+              "\"peak_flops\":%.3g,\"l2_flush_bytes\":%zu,\"cublaslt\":%d}\n",
+              g_gpu.c_str(), info.major, info.minor, info.sms, info.wgmma, dtname(g_dt), HBM, PEAK, flush.bytes,
+              polar_cuda_cublaslt_available());
+  auto want = [&](const char* s) { return only.empty() || only.count(s); };
+  if (want("mlp")) bench_mlp();
+  if (want("attn")) bench_attn(false);
+  if (want("gqa")) bench_attn(true);
+  if (want("block")) bench_block();
+  if (sweep) bench_sweep();
+  polar_cuda_release();
+  if (g_fail) std::fprintf(stderr, "%d checks FAILED\n", g_fail);
+  return g_fail ? 1 : 0;
+}

@@ -1,0 +1,551 @@
+// Correctness of the CUDA kernels (kernels/cuda) against CPU references, over a grid of shapes and every
+// launch path (mma.sync / wgmma, split-K or not), fp16 and bf16.
+//
+// Error bound (flash-attention tests' style): with ref = the math in double on the same 16-bit inputs and
+// naive = a straightforward same-precision implementation (fp32 accumulation, every stored intermediate
+// rounded to the dtype), a kernel passes when max|out - ref| <= 2 * max|naive - ref| + atol (atol tiny).
+// Outputs are poisoned (NaN) before every launch, inputs are fresh random values for every check.
+//
+// usage: cuda_kernels_test [--quick]      (--quick: the small part of the grid, for compute-sanitizer)
+// Prints one line per check and "N passed, M failed" last; exit status 1 on any failure.
+#include <map>
+#include <set>
+#include <string>
+
+#include "cuda_util.cuh"
+
+using namespace tu;
+
+static int g_pass = 0, g_fail = 0;
+static bool g_quick = false;
+static bool g_wgmma = false;
+
+static void report(bool ok, const std::string& what, double err, double bound) {
+  (ok ? g_pass : g_fail)++;
+  std::printf("%s %s err=%.3g bound=%.3g\n", ok ? "PASS" : "FAIL", what.c_str(), err, bound);
+  std::fflush(stdout);
+}
+
+struct ErrStat {
+  double k = 0, n = 0, refmax = 0;
+  bool nan = false;
+  void add(double out, double naive, double ref) {
+    if (!std::isfinite(out)) nan = true;
+    k = std::max(k, std::fabs(out - ref));
+    n = std::max(n, std::fabs(naive - ref));
+    refmax = std::max(refmax, std::fabs(ref));
+  }
+  double bound() const { return 2.0 * n + 1e-5 * (refmax + 1e-3); }
+  bool ok() const { return !nan && k <= bound(); }
+};
+
+static std::vector<int32_t> rand_subset(Rng& r, int n, int k, bool sorted) {
+  std::vector<int32_t> p(n);
+  for (int i = 0; i < n; ++i) p[i] = i;
+  for (int i = 0; i < k; ++i) std::swap(p[i], p[i + r.below(n - i)]);
+  p.resize(k);
+  if (sorted) std::sort(p.begin(), p.end());
+  return p;
+}
+
+// ---- selective MLP ----------------------------------------------------------------------------------
+struct MlpCase {
+  int m, d, ffn, k;
+};
+
+static void test_mlp(polar_dtype dt, const MlpCase& c, int impl, int splits, bool bias, bool sorted, bool dense_idx, uint64_t seed) {
+  Rng r(seed);
+  const int m = c.m, d = c.d, ffn = c.ffn, k = c.k;
+  T16 x(dt, (size_t)m * d), w1(dt, (size_t)ffn * d), b1(dt, ffn), w2t(dt, (size_t)ffn * d), b2(dt, d);
+  T16 h(dt, (size_t)m * k), y(dt, (size_t)m * d), hin(dt, (size_t)m * k), y2(dt, (size_t)m * d);
+  x.fill_normal(r, 1.0);
+  w1.fill_normal(r, 1.0 / std::sqrt((double)d));
+  b1.fill_normal(r, 0.1);
+  w2t.fill_normal(r, 1.0 / std::sqrt((double)k));
+  b2.fill_normal(r, 0.1);
+  hin.fill_normal(r, 1.0);
+  y2.fill_normal(r, 1.0);  // accumulate target
+  for (T16* t : {&x, &w1, &b1, &w2t, &b2, &hin, &y2}) t->upload();
+  std::vector<int32_t> idx = dense_idx ? rand_subset(r, k, k, true) : rand_subset(r, ffn, k, sorted);
+  if (dense_idx)
+    for (int i = 0; i < k; ++i) idx[i] = i;
+  DBuf didx(k * 4);
+  CK(cudaMemcpy(didx.d, idx.data(), k * 4, cudaMemcpyHostToDevice));
+
+  polar_cuda_sel_fc1_params p1{};
+  p1.dtype = dt; p1.m = m; p1.d = d; p1.k = k;
+  p1.x = x.d; p1.ldx = d; p1.w1 = w1.d; p1.ldw1 = d; p1.b1 = bias ? b1.d : nullptr;
+  p1.idx = dense_idx ? nullptr : (const int32_t*)didx.d; p1.act = POLAR_ACT_RELU;
+  p1.h = h.d; p1.ldh = k; p1.impl = impl; p1.splits = splits;
+  polar_cuda_sel_fc2_params p2{};
+  p2.dtype = dt; p2.m = m; p2.d = d; p2.k = k;
+  p2.h = h.d; p2.ldh = k; p2.w2t = w2t.d; p2.ldw2t = d; p2.b2 = bias ? b2.d : nullptr;
+  p2.idx = p1.idx; p2.y = y.d; p2.ldy = d; p2.impl = impl; p2.splits = splits; p2.after_fc1 = 1;
+  const size_t ws1 = polar_cuda_sel_fc1_workspace(&p1), ws2 = polar_cuda_sel_fc2_workspace(&p2);
+  DBuf ws(std::max(ws1, ws2));
+  p1.workspace = p2.workspace = ws.d;
+  p1.workspace_bytes = p2.workspace_bytes = ws.bytes;
+
+  char tag[256];
+  std::snprintf(tag, sizeof tag, "%s m=%d d=%d ffn=%d k=%d impl=%d splits=%d bias=%d idx=%s", dtname(dt), m, d, ffn, k, impl,
+                splits, (int)bias, dense_idx ? "none" : sorted ? "sorted" : "shuffled");
+
+  // fc1 then fc2 chained (the MLP)
+  h.poison();
+  y.poison();
+  PK(polar_cuda_sel_fc1(&p1));
+  PK(polar_cuda_sel_fc2(&p2));
+  CK(cudaDeviceSynchronize());
+  const std::vector<float> hk = h.download(), yk = y.download();
+
+  // references for fc1: ref (double), naive (fp32 sum, rounded)
+  std::vector<double> href((size_t)m * k);
+  std::vector<float> hnaive((size_t)m * k);
+  parallel_for(m, [&](int i) {
+    for (int j = 0; j < k; ++j) {
+      const float* xr = &x.h[(size_t)i * d];
+      const float* wr = &w1.h[(size_t)idx[j] * d];
+      double s = bias ? b1.h[idx[j]] : 0.0;
+      float sf = 0.f;
+      for (int t = 0; t < d; ++t) {
+        s += (double)xr[t] * wr[t];
+        sf += xr[t] * wr[t];
+      }
+      if (bias) sf += b1.h[idx[j]];
+      href[(size_t)i * k + j] = std::max(s, 0.0);
+      hnaive[(size_t)i * k + j] = round_t(std::max(sf, 0.f), dt);
+    }
+  });
+  ErrStat e1;
+  for (size_t i = 0; i < href.size(); ++i) e1.add(hk[i], hnaive[i], href[i]);
+  report(e1.ok(), std::string("fc1 ") + tag, e1.k, e1.bound());
+
+  // the MLP: ref keeps h in double, naive uses its own rounded h
+  std::vector<double> yref((size_t)m * d);
+  std::vector<float> ynaive((size_t)m * d);
+  parallel_for(m, [&](int i) {
+    std::vector<double> acc(d, 0.0);
+    std::vector<float> accf(d, 0.f);
+    for (int j = 0; j < k; ++j) {
+      const double hv = href[(size_t)i * k + j];
+      const float hn = hnaive[(size_t)i * k + j];
+      const float* wr = &w2t.h[(size_t)idx[j] * d];
+      if (hv != 0.0)
+        for (int t = 0; t < d; ++t) acc[t] += hv * wr[t];
+      if (hn != 0.f)
+        for (int t = 0; t < d; ++t) accf[t] += hn * wr[t];
+    }
+    for (int t = 0; t < d; ++t) {
+      yref[(size_t)i * d + t] = acc[t] + (bias ? b2.h[t] : 0.0);
+      ynaive[(size_t)i * d + t] = round_t(accf[t] + (bias ? b2.h[t] : 0.f), dt);
+    }
+  });
+  ErrStat e2;
+  for (size_t i = 0; i < yref.size(); ++i) e2.add(yk[i], ynaive[i], yref[i]);
+  report(e2.ok(), std::string("mlp ") + tag, e2.k, e2.bound());
+
+  // fc2 alone on a random h, accumulating into y2 (fused residual add)
+  p2.h = hin.d;
+  p2.y = y2.d;
+  p2.accumulate = 1;
+  p2.after_fc1 = 0;
+  PK(polar_cuda_sel_fc2(&p2));
+  CK(cudaDeviceSynchronize());
+  const std::vector<float> y2k = y2.download();
+  ErrStat e3;
+  std::vector<double> r3((size_t)m * d);
+  std::vector<float> n3((size_t)m * d);
+  parallel_for(m, [&](int i) {
+    std::vector<double> acc(d, 0.0);
+    std::vector<float> accf(d, 0.f);
+    for (int j = 0; j < k; ++j) {
+      const float hv = hin.h[(size_t)i * k + j];
+      const float* wr = &w2t.h[(size_t)idx[j] * d];
+      for (int t = 0; t < d; ++t) {
+        acc[t] += (double)hv * wr[t];
+        accf[t] += hv * wr[t];
+      }
+    }
+    for (int t = 0; t < d; ++t) {
+      const float old = y2.h[(size_t)i * d + t];
+      r3[(size_t)i * d + t] = acc[t] + (bias ? b2.h[t] : 0.0) + old;
+      n3[(size_t)i * d + t] = round_t(accf[t] + (bias ? b2.h[t] : 0.f) + old, dt);
+    }
+  });
+  for (size_t i = 0; i < r3.size(); ++i) e3.add(y2k[i], n3[i], r3[i]);
+  report(e3.ok(), std::string("fc2+acc ") + tag, e3.k, e3.bound());
+
+  // the workspace must come back zero-filled (counters and partial tiles)
+  if (ws.bytes) {
+    std::vector<unsigned char> wb(ws.bytes);
+    CK(cudaMemcpy(wb.data(), ws.d, ws.bytes, cudaMemcpyDeviceToHost));
+    size_t nz = 0;
+    for (unsigned char v : wb) nz += v != 0;
+    report(nz == 0, std::string("workspace-zeroed ") + tag, (double)nz, 0.0);
+  }
+}
+
+// ---- attention --------------------------------------------------------------------------------------
+struct AttnCase {
+  int B, hkv, hpg, S, nsel, splits;
+  bool dense;
+};
+
+static void test_attn(polar_dtype dt, const AttnCase& c, uint64_t seed) {
+  Rng r(seed);
+  const int B = c.B, hkv = c.hkv, hpg = c.hpg, Hq = hkv * hpg, S = c.S, D = 128;
+  T16 q(dt, (size_t)B * Hq * D), kc(dt, (size_t)B * S * hkv * D), vc(dt, (size_t)B * S * hkv * D), out(dt, (size_t)B * Hq * D);
+  q.fill_normal(r, 1.0);
+  kc.fill_normal(r, 1.0);
+  vc.fill_normal(r, 1.0);
+  q.upload();
+  kc.upload();
+  vc.upload();
+  std::vector<int32_t> lens(B);
+  for (int b = 0; b < B; ++b) lens[b] = 1 + r.below(S);
+  if (B > 1) lens[B - 1] = S;
+  if (B > 2) lens[0] = 0;  // an empty sequence gives zeros
+  const int nsel = c.dense ? hkv : c.nsel;
+  const int stride = nsel + 1;
+  std::vector<int32_t> idx((size_t)B * stride, -7);
+  for (int b = 0; b < B; ++b) {
+    std::vector<int32_t> s = rand_subset(r, hkv, nsel, b % 2 == 0);
+    for (int j = 0; j < nsel; ++j) idx[(size_t)b * stride + j] = s[j];
+    if (nsel > 1 && b % 3 == 1) idx[(size_t)b * stride + r.below(nsel)] = -1;  // padding entry
+  }
+  DBuf didx(idx.size() * 4), dlen(B * 4);
+  CK(cudaMemcpy(didx.d, idx.data(), idx.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dlen.d, lens.data(), B * 4, cudaMemcpyHostToDevice));
+  polar_cuda_attn_params p{};
+  p.dtype = dt; p.batch = B; p.q_heads = Hq; p.kv_heads = hkv; p.head_dim = D; p.max_seq = S;
+  p.q = q.d; p.q_batch_stride = (int64_t)Hq * D; p.q_head_stride = D;
+  p.k_cache = kc.d; p.k_batch_stride = (int64_t)S * hkv * D; p.k_seq_stride = (int64_t)hkv * D; p.k_head_stride = D;
+  p.v_cache = vc.d; p.v_batch_stride = p.k_batch_stride; p.v_seq_stride = p.k_seq_stride; p.v_head_stride = D;
+  p.seqlens = (const int32_t*)dlen.d;
+  p.idx = c.dense ? nullptr : (const int32_t*)didx.d; p.n_sel = nsel; p.idx_stride = stride;
+  p.scale = 1.f / std::sqrt((float)D);
+  p.out = out.d; p.o_batch_stride = (int64_t)Hq * D; p.o_head_stride = D;
+  p.splits = c.splits;
+  DBuf ws(polar_cuda_attn_workspace(&p));
+  p.workspace = ws.d;
+  p.workspace_bytes = ws.bytes;
+  out.poison();
+  PK(polar_cuda_attn_decode(&p));
+  CK(cudaDeviceSynchronize());
+  const std::vector<float> o = out.download();
+
+  ErrStat e;
+  bool zeros_ok = true;
+  for (int b = 0; b < B; ++b) {
+    std::vector<char> kept(hkv, 0);
+    for (int j = 0; j < nsel; ++j) {
+      const int g = c.dense ? j : idx[(size_t)b * stride + j];
+      if (g >= 0 && g < hkv) kept[g] = 1;
+    }
+    for (int g = 0; g < hkv; ++g)
+      for (int rr = 0; rr < hpg; ++rr) {
+        const int hq = g * hpg + rr;
+        const float* orow = &o[((size_t)b * Hq + hq) * D];
+        if (!kept[g]) {
+          for (int t = 0; t < D; ++t) zeros_ok &= orow[t] == 0.f;
+          continue;
+        }
+        const int L = lens[b];
+        const float* qr = &q.h[((size_t)b * Hq + hq) * D];
+        std::vector<double> sref(L);
+        std::vector<float> snaive(L);
+        double mx = -1e300;
+        float mxn = -INFINITY;
+        for (int pos = 0; pos < L; ++pos) {
+          const float* kr = &kc.h[(((size_t)b * S + pos) * hkv + g) * D];
+          double s = 0;
+          float sf = 0;
+          for (int t = 0; t < D; ++t) {
+            s += (double)qr[t] * kr[t];
+            sf += qr[t] * kr[t];
+          }
+          sref[pos] = s * p.scale;
+          snaive[pos] = round_t(round_t(sf, dt) * p.scale, dt);
+          mx = std::max(mx, sref[pos]);
+          mxn = std::max(mxn, snaive[pos]);
+        }
+        double den = 0;
+        float denf = 0;
+        std::vector<float> pn(L);
+        for (int pos = 0; pos < L; ++pos) {
+          sref[pos] = std::exp(sref[pos] - mx);
+          den += sref[pos];
+          pn[pos] = std::exp(snaive[pos] - mxn);
+          denf += pn[pos];
+        }
+        for (int pos = 0; pos < L; ++pos) pn[pos] = round_t(pn[pos] / denf, dt);
+        for (int t = 0; t < D; ++t) {
+          double acc = 0;
+          float accf = 0;
+          for (int pos = 0; pos < L; ++pos) {
+            const float vv = vc.h[(((size_t)b * S + pos) * hkv + g) * D + t];
+            acc += sref[pos] * vv;
+            accf += pn[pos] * vv;
+          }
+          const double ref = L ? acc / den : 0.0;
+          const float naive = L ? round_t(accf, dt) : 0.f;
+          e.add(orow[t], naive, ref);
+        }
+      }
+  }
+  char tag[256];
+  std::snprintf(tag, sizeof tag, "attn %s B=%d kv=%d hpg=%d S=%d nsel=%d splits=%d %s", dtname(dt), B, hkv, hpg, S, nsel, c.splits,
+                c.dense ? "dense" : "selective");
+  report(e.ok(), tag, e.k, e.bound());
+  report(zeros_ok, std::string("zeros ") + tag, zeros_ok ? 0 : 1, 0);
+  if (ws.bytes) {  // the whole workspace must come back zero-filled
+    std::vector<unsigned char> wb(ws.bytes);
+    CK(cudaMemcpy(wb.data(), ws.d, wb.size(), cudaMemcpyDeviceToHost));
+    size_t nz = 0;
+    for (unsigned char v : wb) nz += v != 0;
+    report(nz == 0, std::string("workspace-zeroed ") + tag, (double)nz, 0);
+  }
+}
+
+// ---- routers ----------------------------------------------------------------------------------------
+static bool topk_valid(const std::vector<double>& score, const std::vector<int32_t>& sel, int k, double tol) {
+  if ((int)sel.size() != k) return false;
+  std::vector<char> in(score.size(), 0);
+  for (size_t i = 0; i < sel.size(); ++i) {
+    if (sel[i] < 0 || sel[i] >= (int)score.size()) return false;
+    if (i && sel[i] <= sel[i - 1]) return false;  // ascending, distinct
+    in[sel[i]] = 1;
+  }
+  double minin = 1e300, maxout = -1e300;
+  for (size_t i = 0; i < score.size(); ++i) (in[i] ? minin = std::min(minin, score[i]) : maxout = std::max(maxout, score[i]));
+  return k == 0 || k == (int)score.size() || minin >= maxout - tol;
+}
+
+static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int k, int score, uint64_t seed) {
+  Rng r(seed);
+  T16 x(dt, (size_t)m * d), f1(dt, (size_t)rank * d), f2(dt, (size_t)ffn * rank);
+  x.fill_normal(r, 1.0);
+  f1.fill_normal(r, 1.0 / std::sqrt((double)d));
+  f2.fill_normal(r, 1.0 / std::sqrt((double)rank));
+  x.upload();
+  f1.upload();
+  f2.upload();
+  DBuf didx(std::max(k, 1) * 4), dsc((size_t)ffn * 4);
+  polar_cuda_mlp_router_params p{};
+  p.dtype = dt; p.m = m; p.d = d; p.rank = rank; p.ffn = ffn; p.k = k;
+  p.x = x.d; p.ldx = d; p.fc1 = f1.d; p.fc2 = f2.d; p.score = score;
+  p.out_idx = (int32_t*)didx.d; p.out_scores = (float*)dsc.d;
+  DBuf ws(polar_cuda_mlp_router_workspace(&p));
+  p.workspace = ws.d;
+  p.workspace_bytes = ws.bytes;
+  PK(polar_cuda_mlp_router(&p));
+  CK(cudaDeviceSynchronize());
+  std::vector<int32_t> sel(k);
+  std::vector<float> sc(ffn);
+  if (k) CK(cudaMemcpy(sel.data(), didx.d, k * 4, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(sc.data(), dsc.d, ffn * 4, cudaMemcpyDeviceToHost));
+  // reference: h rounded to the dtype (the kernel's documented precision), scores in double
+  std::vector<double> ref(ffn, 0.0);
+  std::vector<float> hh((size_t)m * rank);
+  for (int t = 0; t < m; ++t)
+    for (int q = 0; q < rank; ++q) {
+      double s = 0;
+      for (int i = 0; i < d; ++i) s += (double)x.h[(size_t)t * d + i] * f1.h[(size_t)q * d + i];
+      hh[(size_t)t * rank + q] = round_t((float)s, dt);
+    }
+  parallel_for(ffn, [&](int f) {
+    double a = 0;
+    for (int t = 0; t < m; ++t) {
+      double s = 0;
+      for (int q = 0; q < rank; ++q) s += (double)hh[(size_t)t * rank + q] * f2.h[(size_t)f * rank + q];
+      a += score ? 1.0 / (1.0 + std::exp(-s)) : s;
+    }
+    ref[f] = a;
+  });
+  double err = 0, mx = 0;
+  for (int f = 0; f < ffn; ++f) {
+    err = std::max(err, std::fabs(sc[f] - ref[f]));
+    mx = std::max(mx, std::fabs(ref[f]));
+  }
+  // h is rounded to the dtype on both sides, but an fp32-vs-double difference can flip one rounding
+  const double tol = (dt == POLAR_F16 ? 4e-3 : 3e-2) * (mx + 1.0);
+  char tag[200];
+  std::snprintf(tag, sizeof tag, "mlp_router %s m=%d d=%d rank=%d ffn=%d k=%d %s", dtname(dt), m, d, rank, ffn, k, score ? "sigmoid" : "logit");
+  report(err <= tol, std::string("scores ") + tag, err, tol);
+  // top-k over the kernel's own scores must be exact; over the reference within tolerance
+  std::vector<double> scd(sc.begin(), sc.end());
+  report(topk_valid(scd, sel, k, 0.0), std::string("topk ") + tag, 0, 0);
+}
+
+static void test_head_router(polar_dtype dt, int m, int d, int hq, int hkv, bool per_head, int k, uint64_t seed) {
+  Rng r(seed);
+  const int units = per_head ? hq : hkv;
+  T16 x(dt, (size_t)m * d), w(dt, (size_t)units * d), b(dt, units);
+  x.fill_normal(r, 1.0);
+  w.fill_normal(r, 1.0 / std::sqrt((double)d));
+  b.fill_normal(r, 0.5);
+  x.upload();
+  w.upload();
+  b.upload();
+  const int ld = k + 3;
+  DBuf didx((size_t)m * ld * 4), dlog((size_t)m * units * 4);
+  polar_cuda_head_router_params p{};
+  p.dtype = dt; p.m = m; p.d = d; p.units = units; p.q_heads = hq; p.kv_heads = hkv; p.k = k;
+  p.x = x.d; p.ldx = d; p.w = w.d; p.b = b.d; p.out_idx = (int32_t*)didx.d; p.ld_idx = ld; p.out_logits = (float*)dlog.d;
+  DBuf ws(polar_cuda_head_router_workspace(&p));
+  p.workspace = ws.d;
+  p.workspace_bytes = ws.bytes;
+  PK(polar_cuda_head_router(&p));
+  CK(cudaDeviceSynchronize());
+  std::vector<int32_t> sel((size_t)m * ld);
+  std::vector<float> lg((size_t)m * units);
+  CK(cudaMemcpy(sel.data(), didx.d, sel.size() * 4, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(lg.data(), dlog.d, lg.size() * 4, cudaMemcpyDeviceToHost));
+  double err = 0, mx = 0;
+  bool topk_ok = true;
+  const int per = units / hkv;
+  for (int t = 0; t < m; ++t) {
+    std::vector<double> gs(hkv, 0.0), gk(hkv, 0.0);
+    for (int u = 0; u < units; ++u) {
+      double s = b.h[u];
+      for (int i = 0; i < d; ++i) s += (double)x.h[(size_t)t * d + i] * w.h[(size_t)u * d + i];
+      err = std::max(err, std::fabs(lg[(size_t)t * units + u] - s));
+      mx = std::max(mx, std::fabs(s));
+      gs[u / per] += s;
+      gk[u / per] += lg[(size_t)t * units + u];
+    }
+    std::vector<int32_t> st(sel.begin() + (size_t)t * ld, sel.begin() + (size_t)t * ld + k);
+    topk_ok &= topk_valid(gk, st, k, 1e-4 * (mx + 1));
+    topk_ok &= topk_valid(gs, st, k, 1e-3 * (mx + 1));
+  }
+  char tag[200];
+  std::snprintf(tag, sizeof tag, "head_router %s m=%d d=%d hq=%d hkv=%d units=%d k=%d", dtname(dt), m, d, hq, hkv, units, k);
+  const double tol = 1e-4 * (mx + 1.0);
+  report(err <= tol, std::string("logits ") + tag, err, tol);
+  report(topk_ok, std::string("topk ") + tag, 0, 0);
+}
+
+// ---- dense baseline (cuBLASLt) ---------------------------------------------------------------------
+static void test_dense(polar_dtype dt, int m, int n, int k, int w_kn, bool bias, int act, uint64_t seed) {
+  Rng r(seed);
+  T16 x(dt, (size_t)m * k), w(dt, (size_t)n * k), b(dt, n), y(dt, (size_t)m * n);
+  x.fill_normal(r, 1.0);
+  w.fill_normal(r, 1.0 / std::sqrt((double)k));
+  b.fill_normal(r, 0.2);
+  x.upload();
+  w.upload();
+  b.upload();
+  polar_cuda_dense_linear_params p{};
+  p.dtype = dt; p.m = m; p.n = n; p.k = k; p.x = x.d; p.ldx = k; p.w = w.d; p.ldw = w_kn ? n : k; p.w_kn = w_kn;
+  p.bias = bias ? b.d : nullptr; p.act = act; p.y = y.d; p.ldy = n;
+  y.poison();
+  char tag[200];
+  std::snprintf(tag, sizeof tag, "dense %s m=%d n=%d k=%d w_kn=%d bias=%d act=%d", dtname(dt), m, n, k, w_kn, (int)bias, act);
+  if (polar_cuda_dense_linear(&p) != 0) {
+    report(false, std::string(tag) + " (" + polar_last_error() + ")", 1, 0);
+    return;
+  }
+  CK(cudaDeviceSynchronize());
+  const std::vector<float> yk = y.download();
+  ErrStat e;
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) {
+      double s = bias ? b.h[j] : 0.0;
+      float sf = bias ? b.h[j] : 0.f;
+      for (int t = 0; t < k; ++t) {
+        const float wv = w_kn ? w.h[(size_t)t * n + j] : w.h[(size_t)j * k + t];
+        s += (double)x.h[(size_t)i * k + t] * wv;
+        sf += x.h[(size_t)i * k + t] * wv;
+      }
+      if (act) {
+        s = std::max(s, 0.0);
+        sf = std::max(sf, 0.f);
+      }
+      e.add(yk[(size_t)i * n + j], round_t(sf, dt), s);
+    }
+  report(e.ok(), tag, e.k, e.bound());
+}
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--quick") g_quick = true;
+  polar_cuda_device_info info;
+  if (polar_cuda_get_device_info(0, &info) != 0) {
+    std::printf("SKIP: no usable CUDA device: %s\n0 passed, 0 failed\n", polar_last_error());
+    return 0;
+  }
+  g_wgmma = info.wgmma;
+  std::printf("device: %s (sm_%d%d, %d SMs), wgmma path: %s, mode: %s\n", info.name, info.major, info.minor, info.sms,
+              g_wgmma ? "yes" : "no", g_quick ? "quick" : "full");
+  uint64_t seed = 1;
+  const polar_dtype dts[] = {POLAR_F16, POLAR_BF16};
+  std::vector<int> impls = {POLAR_IMPL_MMA};
+  if (g_wgmma) impls.push_back(POLAR_IMPL_WGMMA);
+
+  // MLP grid
+  std::vector<MlpCase> mlp = {{1, 64, 256, 64}, {5, 136, 512, 200}, {16, 256, 300, 128}, {33, 512, 1024, 384},
+                              {64, 1024, 2048, 520}, {100, 256, 512, 256}, {256, 512, 1024, 640}};
+  if (g_quick) mlp = {{3, 136, 256, 72}, {70, 128, 256, 136}};
+  for (polar_dtype dt : dts)
+    for (const MlpCase& c : mlp)
+      for (int impl : impls)
+        for (int splits : {0, 1, 3}) {
+          if (g_quick && splits == 1) continue;
+          test_mlp(dt, c, impl, splits, (seed & 1) == 0, (seed & 2) == 0, false, seed);
+          ++seed;
+        }
+  polar_cuda_set_tuning(3, -1);  // the 3-stage mma.sync pipeline variant
+  for (polar_dtype dt : dts)
+    for (const MlpCase& c : mlp)
+      for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_MMA, splits, true, false, false, seed++);
+  polar_cuda_set_tuning(4, -1);
+  polar_cuda_set_reduce_atomic(0);  // the plain-store split-K reduction variant
+  for (polar_dtype dt : dts)
+    for (const MlpCase& c : mlp)
+      for (int impl : impls) test_mlp(dt, c, impl, 3, true, true, false, seed++);
+  polar_cuda_set_reduce_atomic(1);
+  polar_cuda_set_tuning(3, -1);
+  for (polar_dtype dt : dts) {
+    test_mlp(dt, {7, 256, 128, 128}, POLAR_IMPL_AUTO, 0, true, true, true, seed++);       // idx NULL (dense fc1/fc2)
+    if (!g_quick) test_mlp(dt, {130, 4096, 8192, 1024}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);  // model-sized d
+  }
+
+  // attention grid
+  std::vector<AttnCase> at = {{3, 8, 1, 200, 3, 0, false},   {2, 4, 4, 1030, 2, 0, false}, {3, 8, 8, 777, 5, 3, false},
+                              {4, 2, 16, 130, 1, 0, false},  {5, 6, 1, 64, 6, 1, false},   {2, 4, 2, 300, 0, 0, true},
+                              {3, 8, 4, 2500, 3, 7, false},  {6, 16, 1, 1920, 5, 0, false}, {1, 8, 8, 4096, 4, 0, false}};
+  if (g_quick) at = {{3, 4, 1, 150, 2, 3, false}, {3, 2, 4, 70, 1, 1, false}, {2, 2, 2, 100, 0, 2, true}};
+  for (polar_dtype dt : dts)
+    for (const AttnCase& c : at) test_attn(dt, c, seed++);
+
+  // routers
+  for (polar_dtype dt : dts) {
+    test_mlp_router(dt, 1, 256, 64, 1000, 100, POLAR_CUDA_SCORE_LOGIT, seed++);
+    test_mlp_router(dt, 7, 128, 32, 520, 1, POLAR_CUDA_SCORE_SIGMOID, seed++);
+    if (!g_quick) {
+      test_mlp_router(dt, 64, 512, 128, 4096, 2048, POLAR_CUDA_SCORE_LOGIT, seed++);
+      test_mlp_router(dt, 100, 256, 64, 3000, 3000, POLAR_CUDA_SCORE_SIGMOID, seed++);
+    }
+    test_head_router(dt, 5, 256, 32, 32, false, 10, seed++);
+    test_head_router(dt, 37, 128, 32, 8, true, 4, seed++);
+    if (!g_quick) {
+      test_head_router(dt, 64, 1024, 72, 72, false, 22, seed++);
+      test_head_router(dt, 3, 256, 64, 8, false, 8, seed++);
+    }
+  }
+
+  // dense baseline
+  if (polar_cuda_cublaslt_available()) {
+    for (polar_dtype dt : dts) {
+      test_dense(dt, 5, 256, 128, 0, true, POLAR_ACT_RELU, seed++);
+      test_dense(dt, 64, 136, 512, 1, true, POLAR_ACT_NONE, seed++);
+      if (!g_quick) test_dense(dt, 33, 512, 1024, 0, false, POLAR_ACT_NONE, seed++);
+    }
+  } else {
+    std::printf("SKIP dense (cuBLASLt): %s\n", polar_last_error());
+  }
+
+  polar_cuda_release();
+  std::printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}
