@@ -60,12 +60,15 @@ export interface ReportInputs {
 /** Context of the cost model when the calibration gives none. */
 export const DEFAULT_WORK_CONTEXT = 1024;
 
-/** Marks the Pareto front within each source: maximal work skipped for minimal perplexity increase. */
+/**
+ * Marks the Pareto front within each source and batch size (the cost model depends on the batch): no
+ * other point skips at least as much work at no more perplexity, and strictly better in one.
+ */
 export function markPareto(points: Omit<ParetoPoint, 'pareto'>[]): ParetoPoint[] {
   return points.map((p) => ({
     ...p,
     pareto: !points.some(
-      (q) => q !== p && q.source === p.source && q.work_skipped >= p.work_skipped && q.ppl_increase <= p.ppl_increase && (q.work_skipped > p.work_skipped || q.ppl_increase < p.ppl_increase),
+      (q) => q !== p && q.source === p.source && q.batch === p.batch && q.work_skipped >= p.work_skipped && q.ppl_increase <= p.ppl_increase && (q.work_skipped > p.work_skipped || q.ppl_increase < p.ppl_increase),
     ),
   }));
 }

@@ -99,7 +99,7 @@ export function plotSpecs(r: ReportJson): PlotSpec[] {
     id: 'pareto',
     title: 'Perplexity vs sparsity',
     caption:
-      'Each point is one sparsity configuration: x = share of the bytes of a decode step not read (KV cache of the skipped heads at the reference context, MLP weights of the skipped neurons; batch of the point), y = perplexity increase over dense (calibration search: calibration tokens; validate: the validation text). Filled points are on the Pareto front of their source.',
+      'Each point is one sparsity configuration: x = share of the bytes of a decode step not read (KV cache of the skipped heads at the reference context, MLP weights of the skipped neurons; batch of the point), y = perplexity increase over dense (calibration search: calibration tokens; validate: the validation text). Filled points are on the Pareto front of their source at their batch size.',
     ...(r.pareto.length
       ? {
           spec: {
@@ -109,7 +109,7 @@ export function plotSpecs(r: ReportJson): PlotSpec[] {
                 mark: { type: 'point', size: 70 },
                 encoding: {
                   x: { field: 'work_skipped', type: 'quantitative', title: 'work skipped (share of decode-step bytes)', axis: { format: '.1%' } },
-                  y: { field: 'ppl_increase', type: 'quantitative', title: 'perplexity increase', axis: { format: '.1%' } },
+                  y: { field: 'ppl_increase', type: 'quantitative', title: 'perplexity increase', axis: { format: '.2%' } },
                   color: { field: 'source', type: 'nominal', title: 'source' },
                   fill: { condition: { test: 'datum.pareto', field: 'source', type: 'nominal' }, value: 'transparent' },
                   tooltip: [
@@ -131,6 +131,7 @@ export function plotSpecs(r: ReportJson): PlotSpec[] {
                   x: { field: 'work_skipped', type: 'quantitative', sort: 'ascending' },
                   y: { field: 'ppl_increase', type: 'quantitative' },
                   color: { field: 'source', type: 'nominal' },
+                  detail: { field: 'batch', type: 'nominal' },
                 },
               },
             ],
