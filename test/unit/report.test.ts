@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildReport, markPareto, plotSpecs, renderReportHtml, writeReport } from '../../src/report/index.ts';
+import { buildReport, decodeStepBytes, markPareto, plotSpecs, readSpeedFile, renderReportHtml, writeReport } from '../../src/report/index.ts';
 import { syntheticReport } from './report-fixture.ts';
 
 describe('report', () => {
@@ -47,6 +47,25 @@ describe('report', () => {
     // the embedded JSON cannot close its script element early
     const specs = h.slice(h.indexOf('id="polar-specs">'), h.indexOf('</script>', h.indexOf('id="polar-specs">')));
     expect(specs).not.toContain('<');
+  });
+
+  it('speed tables from benchmark JSON lines and JSON arrays (nested keys flattened)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'polar-speed-'));
+    writeFileSync(join(dir, 'b.jsonl'), '{"kernel":"mlp","batch":1,"ms":0.5,"hw":{"gbps":410}}\n\n{"kernel":"attn","batch":16,"ms":1.25}\n');
+    const t = readSpeedFile(join(dir, 'b.jsonl'));
+    expect(t.columns).toEqual(['kernel', 'batch', 'ms', 'hw.gbps']);
+    expect(t.rows).toEqual([['mlp', 1, 0.5, 410], ['attn', 16, 1.25, null]]);
+    writeFileSync(join(dir, 'a.json'), JSON.stringify({ results: [{ a: 1 }, { b: [1, 2] }] }));
+    expect(readSpeedFile(join(dir, 'a.json')).rows).toEqual([[1, null], [null, '1, 2']]);
+    writeFileSync(join(dir, 'bad.jsonl'), '{"a":1}\nnot json\n');
+    expect(() => readSpeedFile(join(dir, 'bad.jsonl'))).toThrow(/bad.jsonl:2: \(line\): expected JSON/);
+  });
+
+  it('work model: decode-step bytes of the KV cache and MLP weights kept', () => {
+    const m = { name: 'm', family: 'opt', layers: 2, hidden: 4, ffn: 8, heads: 2, kvHeads: 2, headDim: 2, gated: false };
+    // dense: per layer KV 1*10*2*2*2 = 80 + MLP 2*4*8 = 64 -> 2 layers * 144 * 2 bytes
+    expect(decodeStepBytes(m, 1, 10, [], [])).toBe(576);
+    expect(decodeStepBytes(m, 1, 10, [2, 1], [8, 4])).toBe(2 * (144 + 40 + 32));
   });
 
   it('says what is missing instead of drawing empty plots', () => {
