@@ -16,7 +16,7 @@ import {
   type ModelIdentityDims,
   type TensorEntry,
 } from './schema.ts';
-import { loadArtifact } from './reader.ts';
+import { loadArtifact, readManifest } from './reader.ts';
 import { sha256Bytes, sha256OfFile } from './hash.ts';
 
 export interface RouterLayerWeights {
@@ -49,6 +49,20 @@ export interface WriteArtifactOptions {
    * the folder is never a valid artifact with mixed files; other files of the folder are left alone.
    */
   mode?: 'replace' | 'in-place';
+  /**
+   * When the folder already holds an artifact identical in everything but its created time, keep that
+   * time (default true): rewriting the same artifact (a resumed pipeline) gives the same bytes.
+   */
+  keepCreatedAt?: boolean;
+}
+
+/** The manifest already at `out` when it reads cleanly, else null. */
+function existingManifest(out: string): Manifest | null {
+  try {
+    return readManifest(out);
+  } catch {
+    return null;
+  }
 }
 
 let cachedVersion: string | null = null;
@@ -148,6 +162,10 @@ export function writeArtifact(outDir: string, input: ArtifactInput, opts: WriteA
       layers: [...input.layers].sort((a, b) => a.layer - b.layer),
       files,
     };
+    if (opts.keepCreatedAt !== false) {
+      const old = existingManifest(out);
+      if (old && JSON.stringify({ ...old, createdAt: '' }) === JSON.stringify({ ...manifest, createdAt: '' })) manifest.createdAt = old.createdAt;
+    }
     writeFileSynced(join(tmp, MANIFEST_FILE), Buffer.from(JSON.stringify(manifest, null, 2) + '\n', 'utf8'));
     // read back through the one reader: schema, checksums, tensor names and shapes
     loadArtifact(tmp);

@@ -220,9 +220,22 @@ describe('artifact writer and reader', () => {
     // a successful rewrite replaces the folder as a whole
     const i2 = input();
     i2.createdAt = '2025-02-02T00:00:00.000Z';
+    i2.calibration.attention.sparsePpl = 10.04;
     writeArtifact(out, i2);
     expect(readManifest(out).createdAt).toBe('2025-02-02T00:00:00.000Z');
     expect(readdirSync(dir)).toEqual(['art']);
+  });
+
+  it('rewriting the same artifact keeps its created time, so the bytes are the same', () => {
+    const out = join(dir, 'art');
+    writeArtifact(out, input());
+    const before = readFileSync(join(out, 'manifest.json'));
+    const again = input();
+    again.createdAt = '2030-01-01T00:00:00.000Z';
+    writeArtifact(out, again, { mode: 'in-place' });
+    expect(readFileSync(join(out, 'manifest.json')).equals(before)).toBe(true);
+    writeArtifact(out, again, { keepCreatedAt: false });
+    expect(readManifest(out).createdAt).toBe('2030-01-01T00:00:00.000Z');
   });
 
   it('in-place mode keeps files it does not own (the pipeline runner\'s .stage.json)', () => {
