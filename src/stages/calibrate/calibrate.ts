@@ -272,6 +272,9 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
         sparsePpl = search.chosen.ppl;
         budgetPpl = search.budgetPpl;
         evaluations = search.evaluations + search.sweepEvaluations;
+        if (mlpOn && chosenMlp === null) {
+          log(`calibrate: WARNING: no MLP recall target among ${candidates.join(', ')} meets the +${(100 * h.maxPplIncrease).toFixed(2)}% perplexity budget: the MLP stays dense (try --mlp-targets with stricter targets, or a larger --max-ppl-increase)`);
+        }
       } else {
         if (h.mode === 'fixed') heads = fixedHeads(space, h.fraction);
         densePpl = await ev.evaluate({ heads: new Array(spec.layers).fill(units), mlp: null });
@@ -279,6 +282,9 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
         budgetPpl = densePpl * (1 + h.maxPplIncrease);
         evaluations = 2;
         log(`calibrate: ${h.mode} heads: dense ppl ${densePpl.toFixed(4)}, sparse ${sparsePpl.toFixed(4)} (${(100 * (sparsePpl / densePpl - 1)).toFixed(2)}%)`);
+        if (sparsePpl > budgetPpl) {
+          log(`calibrate: WARNING: ${h.mode} heads: sparse perplexity is ${(100 * (sparsePpl / densePpl - 1)).toFixed(2)}% above dense, over the +${(100 * h.maxPplIncrease).toFixed(2)}% budget (--heads fidelity searches for budgets that meet it)`);
+        }
       }
     } finally {
       ev.dispose();
