@@ -51,6 +51,9 @@ typedef struct {
 } polar_linear_t_params;
 int polar_linear_t(const polar_linear_t_params* p);
 
+// Vector ISA the CPU GEMMs were compiled for: "avx512", "avx2" or "scalar" (for `polar doctor`, bench JSON).
+const char* polar_gemm_cpu_isa(void);
+
 #ifdef __cplusplus
 }
 #endif
