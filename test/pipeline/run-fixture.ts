@@ -16,7 +16,7 @@ targets:
 stages:
   collect: { tokens: 8192, seq_len: 128, batch: 8 }
   train: { epochs: 3 }
-  calibrate: { tokens: 1024, eval_batch: 4, max_rows: 2048 }
+  calibrate: { tokens: 1024, eval_batch: 4, max_rows: 2048, max_ppl_increase: 0.05 }
   export: {}
   validate: { max_tokens: 1024, max_ppl_increase: 0.5 }
   report: {}

@@ -167,7 +167,7 @@ describe.skipIf(!na.ok)('polar run on tiny-opt', () => {
     });
 
     it.skipIf(!has('validate'))('polar validate exits 3 when a threshold is exceeded, 2 for another model\'s artifact', () => {
-      const r = cli(['validate', join(out, 'artifact'), '--model', models.tinyOpt, '--batch-sizes', '1', '--max-tokens', '300', '--max-kl', '0', '--json']);
+      const r = cli(['validate', join(out, 'artifact'), '--model', models.tinyOpt, '--batch-sizes', '1', '--max-tokens', '300', '--max-ppl-increase', '1', '--max-kl', '0', '--json']);
       expect(r.code, r.stderr).toBe(3);
       expect(JSON.parse(r.stdout).results).toHaveLength(1); // results first, then the verdict
       expect(r.stderr).toMatch(/validation failed: batch size 1: KL .* > 0/);
