@@ -99,6 +99,8 @@ describe.skipIf(!na.ok)('polar run on tiny-opt', () => {
     expect(v.passed).toBe(true);
     expect(v.thresholds.max_ppl_increase).toBe(0.5);
     checkResults(v.results, [1, 4], spec.layers, spec.heads);
+    // the artifact is sparse: some layer computes fewer neurons or heads at batch 1
+    expect(v.results[0].layers.some((l: any) => l.mlp_density < 1 || l.heads_kept < spec.heads)).toBe(true);
     // decoding one position at a time gives the perplexity of the batched prefill (src/eval/perplexity.ts)
     const tokens = protocolTokens(defaultSplitText('eval'), model.tokenizer(), spec).subarray(0, 1024);
     const rt = openRuntimeModel(model);
