@@ -47,6 +47,22 @@ export interface NativeBinding {
   sessionLength(session: import('./model.ts').NativeHandle, slot: number): number;
   /** runs off the JS thread; outputs are written into the request's typed arrays */
   sessionForward(session: import('./model.ts').NativeHandle, req: import('./model.ts').NativeForwardRequest): Promise<void>;
+  // native/cuda_glue.cc — the CUDA backend's models and sessions (same request as sessionForward); wrapped by
+  // src/runtime/cuda.ts. Without the CUDA build every one throws "CUDA backend not compiled".
+  cudaModelCreate(
+    config: import('./model.ts').NativeModelConfig,
+    weights: import('./model.ts').NativeWeightDesc[],
+    opts: { device: number; dtype: 'f16' | 'bf16' },
+  ): import('./model.ts').NativeHandle;
+  cudaModelFree(model: import('./model.ts').NativeHandle): void;
+  cudaModelInfo(model: import('./model.ts').NativeHandle): import('./cuda.ts').CudaModelInfo;
+  cudaSessionCreate(model: import('./model.ts').NativeHandle, maxSeqs: number, maxLen: number): import('./model.ts').NativeHandle;
+  cudaSessionFree(session: import('./model.ts').NativeHandle): void;
+  /** slot -1: every slot */
+  cudaSessionReset(session: import('./model.ts').NativeHandle, slot: number): void;
+  cudaSessionLength(session: import('./model.ts').NativeHandle, slot: number): number;
+  /** runs off the JS thread; outputs are written into the request's typed arrays */
+  cudaSessionForward(session: import('./model.ts').NativeHandle, req: import('./model.ts').NativeForwardRequest): Promise<void>;
   [key: string]: unknown;
 }
 

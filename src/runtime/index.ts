@@ -13,3 +13,4 @@ export type {
   TopK,
 } from './sparse.ts';
 export { native, nativeAvailable } from './binding.ts';
+export { cudaModelInfo, type CudaModelInfo } from './cuda.ts';

@@ -5,6 +5,7 @@
 import { badArg, PolarError } from '../errors.ts';
 import type { LoadedModel, ModelSpec } from '../model/index.ts';
 import { native } from './binding.ts';
+import { openCudaModel } from './cuda.ts';
 import { buildSparseCall, checkSparsePlan, type SparseForwardOptions, type SparsePlan } from './sparse.ts';
 import type { Backend, CaptureRequest, ForwardOptions, ForwardOutput, LayerCapture, RuntimeModel, RuntimeSession, StepInput } from './types.ts';
 
@@ -115,6 +116,10 @@ export interface OpenRuntimeOptions {
   backend?: Backend;
   /** CPU worker threads (process-wide; default: the machine's cores or POLAR_THREADS) */
   threads?: number;
+  /** CUDA backend: device ordinal (default 0) */
+  device?: number;
+  /** CUDA backend: GPU dtype of fp32 checkpoints (fp16/bf16 checkpoints stay as stored; default 'f16') */
+  cudaDtype?: 'f16' | 'bf16';
 }
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
@@ -127,9 +132,7 @@ function nativeError(e: unknown, what: string): PolarError {
 
 export function openRuntimeModel(model: LoadedModel, opts: OpenRuntimeOptions = {}): RuntimeModel {
   const backend = opts.backend ?? 'cpu';
-  if (backend === 'cuda') {
-    throw new PolarError('unsupported', 'runtime backend: expected "cpu" (the CUDA backend of the model forward is not built yet), received "cuda"');
-  }
+  if (backend === 'cuda') return openCudaModel(model, opts);
   if (backend !== 'cpu') throw badArg('runtime backend', '"cpu" or "cuda"', backend);
   if (opts.threads !== undefined && (!isInt(opts.threads) || opts.threads < 1 || opts.threads > 1024)) {
     throw badArg('runtime threads', 'an integer in 1..1024', opts.threads);
@@ -146,13 +149,39 @@ export function openRuntimeModel(model: LoadedModel, opts: OpenRuntimeOptions = 
   return new CpuModel(model.spec, handle);
 }
 
-class CpuModel implements RuntimeModel {
-  readonly backend: Backend = 'cpu';
+/** The addon functions a backend's models and sessions go through (CPU: model_glue.cc; CUDA: cuda_glue.cc). */
+export interface NativeSessionOps {
+  backend: Backend;
+  modelFree(model: NativeHandle): void;
+  sessionCreate(model: NativeHandle, maxSeqs: number, maxLen: number): NativeHandle;
+  sessionFree(session: NativeHandle): void;
+  sessionReset(session: NativeHandle, slot: number): void;
+  sessionForward(session: NativeHandle, req: NativeForwardRequest): Promise<void>;
+}
+
+const cpuOps = (): NativeSessionOps => {
+  const nb = native();
+  return {
+    backend: 'cpu',
+    modelFree: (m) => nb.modelFree(m),
+    sessionCreate: (m, a, b) => nb.sessionCreate(m, a, b),
+    sessionFree: (s) => nb.sessionFree(s),
+    sessionReset: (s, slot) => nb.sessionReset(s, slot),
+    sessionForward: (s, req) => nb.sessionForward(s, req),
+  };
+};
+
+/** A runtime model over native handles: the CPU backend, and the CUDA backend with its own ops (cuda.ts). */
+export class CpuModel implements RuntimeModel {
+  readonly backend: Backend;
   private handle: NativeHandle | null;
   private sessions = new Set<CpuSession>();
+  private readonly ops: NativeSessionOps;
 
-  constructor(readonly spec: ModelSpec, handle: NativeHandle) {
+  constructor(readonly spec: ModelSpec, handle: NativeHandle, ops?: NativeSessionOps) {
     this.handle = handle;
+    this.ops = ops ?? cpuOps();
+    this.backend = this.ops.backend;
   }
 
   session(opts: { maxSeqs: number; maxLen: number }): RuntimeSession {
@@ -166,18 +195,24 @@ class CpuModel implements RuntimeModel {
     }
     let h: NativeHandle;
     try {
-      h = native().sessionCreate(this.handle, maxSeqs, maxLen);
+      h = this.ops.sessionCreate(this.handle, maxSeqs, maxLen);
     } catch (e) {
       throw nativeError(e, 'runtime session');
     }
-    const s = new CpuSession(this.spec, h, maxSeqs, maxLen, () => this.sessions.delete(s));
+    const s = new CpuSession(this.spec, h, maxSeqs, maxLen, () => this.sessions.delete(s), this.ops);
     this.sessions.add(s);
     return s;
   }
 
+  /** the model's native handle (throws when disposed); for backend-specific queries such as cudaModelInfo */
+  nativeHandle(): NativeHandle {
+    if (!this.handle) throw new PolarError('bad-input', 'runtime model: expected a model that is not disposed, received a disposed one');
+    return this.handle;
+  }
+
   dispose(): void {
     for (const s of [...this.sessions]) s.dispose();
-    if (this.handle) native().modelFree(this.handle);
+    if (this.handle) this.ops.modelFree(this.handle);
     this.handle = null;
   }
 }
@@ -194,6 +229,7 @@ class CpuSession implements RuntimeSession {
     readonly maxSeqs: number,
     readonly maxLen: number,
     private readonly onDispose: () => void,
+    private readonly ops: NativeSessionOps = cpuOps(),
   ) {
     this.handle = handle;
     this.lengths = new Int32Array(maxSeqs);
@@ -218,7 +254,7 @@ class CpuSession implements RuntimeSession {
     const h = this.live('session.reset');
     if (slot !== undefined) this.checkSlot('session.reset slot', slot);
     if (this.busy) throw new PolarError('bad-input', 'session.reset: expected no forward running on this session (await it first), received a call during a forward');
-    native().sessionReset(h, slot ?? -1);
+    this.ops.sessionReset(h, slot ?? -1);
     if (slot === undefined) this.lengths.fill(0);
     else this.lengths[slot] = 0;
   }
@@ -230,7 +266,7 @@ class CpuSession implements RuntimeSession {
 
   dispose(): void {
     if (!this.handle) return;
-    native().sessionFree(this.handle);
+    this.ops.sessionFree(this.handle);
     this.handle = null;
     this.onDispose();
   }
@@ -330,7 +366,7 @@ class CpuSession implements RuntimeSession {
     };
     this.busy = true;
     try {
-      await native().sessionForward(h, req);
+      await this.ops.sessionForward(h, req);
     } catch (e) {
       throw nativeError(e, 'session.forward');
     } finally {
