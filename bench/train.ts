@@ -7,7 +7,7 @@
 //                                     [--min-seconds 2] [--out bench.json]
 // For scale: PyTorch on an H100 takes 1.49 ms for the OPT-6.7B step (the issue's figure).
 import { writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { tf, type Tensor2D } from '../src/tfjs/tf.ts';
 import { BACKEND_CHOICES, selectBackend, type BackendChoice } from '../src/tfjs/backends.ts';
 import { HeadRouter, MlpRouter } from '../src/routers/model.ts';
@@ -138,7 +138,7 @@ const speedups: Record<string, Record<string, number>> = {};
 for (const r of results) {
   for (const base of ['wasm', 'cpu']) {
     const b = results.find((q) => q.backend === base && q.shape === r.shape);
-    if (b && r.backend !== base) ((speedups[r.shape] ??= {})[`${r.backend}/${base}`] = b.msPerStep / r.msPerStep);
+    if (b && r.backend !== 'wasm' && r.backend !== 'cpu') ((speedups[r.shape] ??= {})[`${r.backend}/${base}`] = b.msPerStep / r.msPerStep);
   }
 }
 let build: unknown = null;
@@ -152,6 +152,7 @@ const out = {
   date: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, nativeBuild: build, polarThreads: process.env.POLAR_THREADS ?? null },
   note: 'one training step = forward + backward + AdamW on synthetic data; GFLOP/s counts the router GEMMs only; reference: PyTorch on an H100 takes 1.49 ms for opt-6.7b-mlp',
+  loadAverage: loadavg(),
   results,
   speedups,
   skipped,
