@@ -40,6 +40,7 @@ const minSeconds = Number(arg('--min-seconds') ?? 2);
 const wantBackends = (arg('--backends')?.split(',') ?? [...BACKEND_CHOICES]) as BackendChoice[];
 const wantShapes = arg('--shapes')?.split(',') ?? SHAPES.map((s) => s.name);
 const log = (s: string) => process.stderr.write(`${s}\n`);
+const loadStart = loadavg();
 
 interface Result {
   backend: string;
@@ -152,7 +153,8 @@ const out = {
   date: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, nativeBuild: build, polarThreads: process.env.POLAR_THREADS ?? null },
   note: 'one training step = forward + backward + AdamW on synthetic data; GFLOP/s counts the router GEMMs only; reference: PyTorch on an H100 takes 1.49 ms for opt-6.7b-mlp',
-  loadAverage: loadavg(),
+  /** 1/5/15-minute load averages when the run started and ended (the machine is shared: read timings with them) */
+  loadAverage: { start: loadStart, end: loadavg() },
   results,
   speedups,
   skipped,
