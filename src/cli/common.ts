@@ -55,6 +55,11 @@ export function reportError(e: unknown): never {
   process.exit(1);
 }
 
+export function backendOption(v: string): 'cpu' | 'cuda' {
+  if (v !== 'cpu' && v !== 'cuda') throw new InvalidArgumentError(`--backend: expected "cpu" or "cuda", received ${JSON.stringify(v)}`);
+  return v;
+}
+
 export function log(msg: string): void {
   process.stderr.write(`${msg}\n`);
 }

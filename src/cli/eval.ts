@@ -5,7 +5,7 @@ import { openRuntimeModel } from '../runtime/index.ts';
 import { protocolTokens } from '../eval/protocol.ts';
 import { perplexity } from '../eval/perplexity.ts';
 import { notFound } from '../errors.ts';
-import { action, intOption, log } from './common.ts';
+import { action, backendOption, intOption, log } from './common.ts';
 
 export function registerEval(program: Command): void {
   program
@@ -15,6 +15,7 @@ export function registerEval(program: Command): void {
     .requiredOption('--text <file>', 'UTF-8 text; paragraphs separated by blank lines')
     .option('--window <n>', 'tokens per window (stride = window)', intOption('--window', 2), 256)
     .option('--json', 'print {"ppl": ..., "tokens": ...} and nothing else on stdout')
+    .option('--backend <name>', 'runtime backend: cpu, or cuda (NVIDIA GPU; needs the CUDA build)', backendOption, 'cpu')
     .addHelpText(
       'after',
       `
@@ -27,7 +28,7 @@ Example:
 `,
     )
     .action(
-      action(async (dir: string, opts: { text: string; window: number; json?: boolean }) => {
+      action(async (dir: string, opts: { text: string; window: number; json?: boolean; backend: 'cpu' | 'cuda' }) => {
         if (!existsSync(opts.text)) throw notFound(opts.text, 'text file (--text)');
         const model = loadModel(dir);
         if (opts.window > model.spec.maxPositions) {
@@ -35,7 +36,7 @@ Example:
           opts.window = model.spec.maxPositions;
         }
         const tokens = protocolTokens(readFileSync(opts.text, 'utf8'), model.tokenizer(), model.spec, opts.text);
-        const rt = openRuntimeModel(model, { backend: 'cpu' });
+        const rt = openRuntimeModel(model, { backend: opts.backend });
         const total = Math.ceil(tokens.length / opts.window);
         const tty = process.stderr.isTTY;
         try {

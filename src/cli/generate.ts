@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { loadModel } from '../model/index.ts';
 import { openRuntimeModel } from '../runtime/index.ts';
 import { badArg } from '../errors.ts';
-import { action, intOption } from './common.ts';
+import { action, backendOption, intOption } from './common.ts';
 
 export function registerGenerate(program: Command): void {
   program
@@ -12,16 +12,17 @@ export function registerGenerate(program: Command): void {
     .requiredOption('--prompt <text>', 'prompt text (<s> is prepended)')
     .option('-n, --max-new-tokens <n>', 'tokens to generate', intOption('-n', 1), 32)
     .option('--no-stop', 'keep going after </s>')
+    .option('--backend <name>', 'runtime backend: cpu, or cuda (NVIDIA GPU; needs the CUDA build)', backendOption, 'cpu')
     .addHelpText('after', '\nExample:\n  polar generate data/models/small-opt --prompt "The whale" -n 40\n')
     .action(
-      action(async (dir: string, opts: { prompt: string; maxNewTokens: number; stop: boolean }) => {
+      action(async (dir: string, opts: { prompt: string; maxNewTokens: number; stop: boolean; backend: 'cpu' | 'cuda' }) => {
         const model = loadModel(dir);
         const tok = model.tokenizer();
         const ids = tok.encode(opts.prompt, true);
         if (!ids.length) throw badArg('--prompt', 'text that tokenizes to at least one token', opts.prompt);
         const total = Math.min(model.spec.maxPositions, ids.length + opts.maxNewTokens);
         if (ids.length >= total) throw badArg('--prompt', `at most ${model.spec.maxPositions - 1} tokens`, `${ids.length} tokens`);
-        const rt = openRuntimeModel(model, { backend: 'cpu' });
+        const rt = openRuntimeModel(model, { backend: opts.backend });
         const session = rt.session({ maxSeqs: 1, maxLen: total });
         try {
           process.stdout.write(opts.prompt);

@@ -5,7 +5,7 @@ import { loadModel } from '../model/index.ts';
 import { PolarError } from '../errors.ts';
 import { createProgress } from '../progress/index.ts';
 import { DEFAULT_MAX_TOKENS, failures, validateArtifact, validateJson, validateWindow, validationText, type BatchResult, type Thresholds } from '../validate/index.ts';
-import { action, floatOption, intListOption, intOption, log } from './common.ts';
+import { action, backendOption, floatOption, intListOption, intOption, log } from './common.ts';
 
 interface ValidateCliOptions {
   model: string;
@@ -18,6 +18,7 @@ interface ValidateCliOptions {
   minTop1?: number;
   maxKl?: number;
   threads?: number;
+  backend: 'cpu' | 'cuda';
   json?: boolean;
 }
 
@@ -59,6 +60,7 @@ export function registerValidate(program: Command): void {
     .option('--min-top1 <x>', 'fail when top-1 agreement falls below this fraction', floatOption('--min-top1', 0, 1))
     .option('--max-kl <x>', 'fail when the mean KL(dense||sparse) exceeds this', floatOption('--max-kl', 0))
     .option('--threads <n>', 'CPU threads of the runtime (default: all cores, or POLAR_THREADS)', intOption('--threads', 1, 1024))
+    .option('--backend <name>', 'runtime backend: cpu, or cuda (NVIDIA GPU; needs the CUDA build)', backendOption, 'cpu')
     .option('--json', 'print {"results": [...]} on stdout and nothing else there (progress and verdict on stderr)')
     .addHelpText(
       'after',
@@ -111,6 +113,7 @@ Examples:
             batchSizes: opts.batchSizes,
             window,
             threads: opts.threads,
+            backend: opts.backend,
             onProgress: (b, p) => {
               let t = tasks.get(b);
               if (!t) {

@@ -81,6 +81,8 @@ export interface ValidateArtifactOptions {
   onProgress?: (batchSize: number, p: DecodeProgress) => void;
   /** CPU threads of the runtime (default: all cores, or POLAR_THREADS) */
   threads?: number;
+  /** runtime backend: 'cpu' (default) or 'cuda' */
+  backend?: 'cpu' | 'cuda';
   /** called once the artifact is loaded and checked against the model */
   onLoaded?: (art: LoadedArtifact) => void;
 }
@@ -93,7 +95,7 @@ export interface ValidateArtifactOptions {
 export async function validateArtifact(o: ValidateArtifactOptions): Promise<ValidateOutcome> {
   const art = loadArtifact(o.artifact, { model: o.model });
   o.onLoaded?.(art);
-  const rt = openRuntimeModel(o.model, { threads: o.threads });
+  const rt = openRuntimeModel(o.model, { threads: o.threads, backend: o.backend ?? 'cpu' });
   try {
     return await runValidation({
       rt,
