@@ -2,10 +2,11 @@
 // so that a reader can refuse data made from another model. Hashing gigabytes takes a while, so results are
 // cached per (path, size, mtime) under $XDG_CACHE_HOME/polar (or ~/.cache/polar).
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { listSafetensorsFiles } from './weights.ts';
+import { sha256OfFile } from '../formats/sha256.ts';
 
 export interface ModelIdentity {
   configSha256: string;
@@ -28,19 +29,7 @@ export function sha256File(file: string): string {
     cache = {};
   }
   if (cache[key]) return cache[key];
-  const h = createHash('sha256');
-  const fd = openSync(file, 'r');
-  const buf = Buffer.allocUnsafe(1 << 22);
-  try {
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n <= 0) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    closeSync(fd);
-  }
-  const digest = h.digest('hex');
+  const digest = sha256OfFile(file);
   try {
     cache[key] = digest;
     mkdirSync(join(cf, '..'), { recursive: true });
