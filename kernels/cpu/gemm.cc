@@ -298,41 +298,41 @@ void rowdot(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const 
 }
 
 // ---- axpy ---------------------------------------------------------------------------------------------
-template <int CV, int RM = AX_RM, class T>
+template <int CV, int RM, class T>
 inline void axpy_rows(int rm, int64_t p0, int64_t p1, int64_t pe, const float* x, int64_t ldx, const RMajor<T>& w,
                       int64_t col, float* c, int64_t ldc, const Epi& e) {
   if (rm == RM) return axpy_tile<RM, CV>(p0, p1, pe, x, ldx, w, col, c, ldc, e);
   if constexpr (RM > 1) axpy_rows<CV, RM - 1>(rm, p0, p1, pe, x, ldx, w, col, c, ldc, e);
 }
 
-template <int CV = AX_CV, class T>
+template <int RMAX, int CV, class T>
 inline void axpy_cols(int cv, int rm, int64_t p0, int64_t p1, int64_t pe, const float* x, int64_t ldx,
                       const RMajor<T>& w, int64_t col, float* c, int64_t ldc, const Epi& e) {
-  if (cv == CV) return axpy_rows<CV>(rm, p0, p1, pe, x, ldx, w, col, c, ldc, e);
-  if constexpr (CV > 1) axpy_cols<CV - 1>(cv, rm, p0, p1, pe, x, ldx, w, col, c, ldc, e);
+  if (cv == CV) return axpy_rows<CV, RMAX>(rm, p0, p1, pe, x, ldx, w, col, c, ldc, e);
+  if constexpr (CV > 1) axpy_cols<RMAX, CV - 1>(cv, rm, p0, p1, pe, x, ldx, w, col, c, ldc, e);
 }
 
-// C[i, j] = epilogue(sum_p x[i, p] * w(p, j)) for i < M, j < N.
-template <class T>
-void axpy_driver(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const RMajor<T>& w, float* c,
-                 int64_t ldc, const Epi& whole, bool relu) {
-  const int threads = threads_for(2.0 * double(M) * double(N) * double(K));
-  const int64_t nkb = cdiv(K, AX_KB);
+// Tiles of up to RMAX rows x CVMAX vectors of columns.
+template <int RMAX, int CVMAX, class T>
+void axpy_sweep(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const RMajor<T>& w, float* c,
+                int64_t ldc, const Epi& whole, bool relu, int threads, int64_t kbr) {
+  constexpr int CW = CVMAX * VW;
+  const int64_t nkb = cdiv(K, kbr);
   // Column ranges: wide enough that each gathered weight row is read in long runs (DRAM pages, TLB),
   // a few per thread for balance.
-  const int64_t cr = std::min<int64_t>(2048, std::max<int64_t>(AX_CW, rup(cdiv(N, 2 * int64_t(threads)), AX_CW)));
+  const int64_t cr = std::min<int64_t>(2048, std::max<int64_t>(CW, rup(cdiv(N, 2 * int64_t(threads)), CW)));
   auto range = [&](int64_t c0, int64_t c1) {
     for (int64_t kb = 0; kb < nkb; ++kb) {
-      const int64_t p0 = kb * AX_KB, p1 = std::min(K, p0 + AX_KB);
+      const int64_t p0 = kb * kbr, p1 = std::min(K, p0 + kbr);
       const Epi e = block_epi(whole, relu, kb, nkb);
-      for (int64_t col = c0; col < c1; col += AX_CW) {
-        const int ncol = int(std::min<int64_t>(AX_CW, c1 - col));
+      for (int64_t col = c0; col < c1; col += CW) {
+        const int ncol = int(std::min<int64_t>(CW, c1 - col));
         const int cv = ncol / VW;
         Epi ec = e;
         if (e.bias) ec.bias = e.bias + col;
-        for (int64_t i = 0; i < M; i += AX_RM) {
-          const int rm = int(std::min<int64_t>(AX_RM, M - i));
-          if (cv > 0) axpy_cols(cv, rm, p0, p1, K, x + i * ldx, ldx, w, col, c + i * ldc + col, ldc, ec);
+        for (int64_t i = 0; i < M; i += RMAX) {
+          const int rm = int(std::min<int64_t>(RMAX, M - i));
+          if (cv > 0) axpy_cols<RMAX, CVMAX>(cv, rm, p0, p1, K, x + i * ldx, ldx, w, col, c + i * ldc + col, ldc, ec);
           for (int64_t j = col + int64_t(cv) * VW; j < col + ncol; ++j)
             for (int r = 0; r < rm; ++r) {
               const float* xr = x + (i + r) * ldx;
@@ -347,6 +347,19 @@ void axpy_driver(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, c
   };
   const int64_t nr = cdiv(N, cr);
   run_tasks(nr, threads, [&](int64_t t) { range(t * cr, std::min(N, (t + 1) * cr)); });
+}
+
+// C[i, j] = epilogue(sum_p x[i, p] * w(p, j)) for i < M, j < N.
+template <class T>
+void axpy_driver(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const RMajor<T>& w, float* c,
+                 int64_t ldc, const Epi& whole, bool relu) {
+  const int threads = threads_for(2.0 * double(M) * double(N) * double(K));
+  // One row of X: each weight element feeds a single FMA, so the tile is as wide as the registers allow
+  // (fewer tile calls and epilogues per weight row). Rows swept per block: with several rows of X,
+  // longer blocks amortize the C traffic between blocks; with one, shorter blocks keep the gathered
+  // rows' prefetch close to their use (measured on Zen 4).
+  if (M == 1) return axpy_sweep<1, AX_CV1>(M, N, K, x, ldx, w, c, ldc, whole, relu, threads, AX_KB_SMALL);
+  axpy_sweep<AX_RM, AX_CV>(M, N, K, x, ldx, w, c, ldc, whole, relu, threads, M >= 8 ? AX_KB_LARGE : AX_KB_SMALL);
 }
 
 // ---- fp32 GEMM (polar_sgemm) --------------------------------------------------------------------------

@@ -31,8 +31,9 @@ constexpr int KC = 256;                 // K block: a B micro-panel (KC x NR) st
 constexpr int MC = (128 / MR) * MR;     // rows of A packed at once (MC x KC in L2)
 constexpr int NC = 512;                 // widest column tile of one task (KC x NC packed B in L2)
 constexpr int AX_CV = 4;                // vectors of columns per axpy tile
+constexpr int AX_CV1 = VW >= 16 ? 16 : VW >= 8 ? 8 : 4;  // the same with one row of X
 constexpr int AX_CW = AX_CV * VW;
-constexpr int AX_KB = 16;               // rows of W^T swept together by the axpy form (see axpy_tile)
+constexpr int AX_KB_SMALL = 16, AX_KB_LARGE = 64;  // rows of W^T swept together (axpy_driver)
 static_assert(NC % NR == 0, "NC must be a multiple of NR");
 
 // ---- Operand views ------------------------------------------------------------------------------------
@@ -378,9 +379,9 @@ template <int RM, int CV, class T>
 inline void axpy_tile(int64_t p0, int64_t p1, int64_t pnext_end, const float* x, int64_t ldx, const RMajor<T>& w,
                       int64_t col, float* c, int64_t ldc, const Epi& e) {
   vf acc[RM][CV];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int i = 0; i < RM; ++i)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int j = 0; j < CV; ++j) acc[i][j] = v_zero();
   const int64_t span = p1 - p0;
   for (int64_t p = p0; p < p1; ++p) {
@@ -391,19 +392,19 @@ inline void axpy_tile(int64_t p0, int64_t p1, int64_t pnext_end, const float* x,
       for (size_t off = 0; off < CV * VW * sizeof(T); off += 64) __builtin_prefetch(pf + off, 0, 2);
     }
     vf wv[CV];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int j = 0; j < CV; ++j) wv[j] = v_loadw(wr + j * VW);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int i = 0; i < RM; ++i) {
       const vf xv = v_set1(x[i * ldx + p]);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int j = 0; j < CV; ++j) acc[i][j] = v_fma(xv, wv[j], acc[i][j]);
     }
   }
   const vf va = v_set1(e.alpha), vb = v_set1(e.beta), z = v_zero();
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int i = 0; i < RM; ++i)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int j = 0; j < CV; ++j) {
       float* cp = c + i * ldc + j * VW;
       vf t = v_mul(acc[i][j], va);

@@ -20,6 +20,12 @@ int polar_set_error(const char* fmt, ...);
 int polar_cpu_threads(void);
 void polar_set_cpu_threads(int n);
 
+// Asks the OS to back [p, p + bytes) with transparent huge pages (Linux madvise(MADV_HUGEPAGE); a no-op
+// returning 0 elsewhere). Memory-bound kernels streaming large weights (decode GEMVs) lose a large part
+// of their bandwidth to TLB misses on 4 KiB pages; numpy does the same for its large arrays. Only whole
+// 2 MiB-aligned ranges inside the region can be promoted. Returns 0, or -1 with polar_last_error().
+int polar_advise_hugepages(void* p, size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif
