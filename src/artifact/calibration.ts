@@ -3,6 +3,7 @@
 // manifest's checksums cover it.
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { badInput, notFound } from '../errors.ts';
+import type { ModelIdentityDims } from './schema.ts';
 
 export const CALIBRATION_FORMAT = 'polar-calibration';
 export const CALIBRATION_VERSION = 1;
@@ -37,19 +38,7 @@ export interface CalibrationFile {
   version: number;
   /** no timestamps or timings: the same inputs and options give the same bytes */
   tool: { name: string; version: string };
-  model: {
-    name: string;
-    family: 'opt' | 'llama';
-    configSha256: string;
-    weightsSha256: string;
-    layers: number;
-    hidden: number;
-    ffn: number;
-    heads: number;
-    kvHeads: number;
-    headDim: number;
-    vocab: number;
-  };
+  model: ModelIdentityDims & { name: string };
   /** the corpus of the activations the routers were trained and calibrated on */
   corpus: { sha256: string; tokens: number };
   routers: { layers: number[]; fingerprints: Record<string, string>; split: { seed: number; valFraction: number } };

@@ -24,6 +24,9 @@
 import { badInput } from '../errors.ts';
 import { ArtifactError } from './errors.ts';
 
+import { basename } from 'node:path';
+import type { LoadedModel } from '../model/index.ts';
+
 export const ARTIFACT_FORMAT = 'polar-sparsity-artifact';
 export const ARTIFACT_VERSION = 1;
 /** versions this tool reads */
@@ -46,6 +49,25 @@ export interface ModelIdentityDims {
   vocab: number;
   /** informative: the folder name the artifact was made from */
   name?: string;
+}
+
+/** The identity and dims of a loaded model, as artifacts and calibration files record them. */
+export function modelIdentityDims(model: LoadedModel): ModelIdentityDims & { name: string } {
+  const { spec } = model;
+  const id = model.identity();
+  return {
+    name: basename(model.dir),
+    family: spec.family,
+    configSha256: id.configSha256,
+    weightsSha256: id.weightsSha256,
+    layers: spec.layers,
+    hidden: spec.hidden,
+    ffn: spec.ffn,
+    heads: spec.heads,
+    kvHeads: spec.kvHeads,
+    headDim: spec.headDim,
+    vocab: spec.vocab,
+  };
 }
 
 export interface TensorEntry {

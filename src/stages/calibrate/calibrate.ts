@@ -8,10 +8,11 @@
 //      measured by decoding calibration text with the routers (src/calibrate/heads.ts, fidelity.ts), or a
 //      fixed fraction; the MLP recall target is searched among candidates at the same time.
 import { mkdirSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { ActivationSet } from '../../arrow/types.ts';
 import { CALIBRATION_FORMAT, CALIBRATION_VERSION, writeCalibration, type CalibrationFile, type CalibrationHeadLayer, type CalibrationMlpLayer } from '../../artifact/calibration.ts';
 import { mlpKFor } from '../../artifact/plan.ts';
+import { modelIdentityDims } from '../../artifact/schema.ts';
 import { packageVersion } from '../../artifact/writer.ts';
 import { heldOutRows } from '../../calibrate/data.ts';
 import { decodeEvaluator, prefillEvaluator, type LayerRouters } from '../../calibrate/fidelity.ts';
@@ -146,7 +147,6 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
   };
   const model = typeof o.model === 'string' ? loadModel(o.model) : o.model;
   const spec = model.spec;
-  const id = model.identity();
   const out = resolve(o.out);
   mkdirSync(out, { recursive: true });
   const acts = await openActivationSet(o.activations, model);
@@ -336,19 +336,7 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrateResult> {
     format: CALIBRATION_FORMAT,
     version: CALIBRATION_VERSION,
     tool: { name: 'polar', version: packageVersion() },
-    model: {
-      name: basename(model.dir),
-      family: spec.family,
-      configSha256: id.configSha256,
-      weightsSha256: id.weightsSha256,
-      layers: spec.layers,
-      hidden: spec.hidden,
-      ffn: spec.ffn,
-      heads: spec.heads,
-      kvHeads: spec.kvHeads,
-      headDim: spec.headDim,
-      vocab: spec.vocab,
-    },
+    model: modelIdentityDims(model),
     corpus: { sha256: acts.corpusSha256, tokens: acts.tokens },
     routers: { layers, fingerprints: Object.fromEntries([...checkpoints].map(([l, c]) => [String(l), c.meta.fingerprint])), split },
     mlp: mlpSection,

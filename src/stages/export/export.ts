@@ -3,7 +3,8 @@
 // by the one writer. Refuses inputs that do not belong together: routers or calibration of another model,
 // or routers changed since they were calibrated (their fingerprints differ from calibration.json's).
 import { readFileSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { resolve } from 'node:path';
+import { modelIdentityDims } from '../../artifact/schema.ts';
 import { readCalibration, CALIBRATION_FILE, writeArtifact, type LayerEntry, type Manifest, type RouterLayerWeights } from '../../artifact/index.ts';
 import { badInput, PolarError } from '../../errors.ts';
 import { loadModel, type LoadedModel } from '../../model/index.ts';
@@ -34,7 +35,6 @@ export function createdTime(): string {
 export function exportArtifact(o: ExportOptions): Manifest {
   const log = o.log ?? ((s: string) => process.stderr.write(`${s}\n`));
   const model = typeof o.model === 'string' ? loadModel(o.model) : o.model;
-  const spec = model.spec;
   const id = model.identity();
   const calFile = resolve(o.calibration);
   const cal = readCalibration(calFile);
@@ -78,19 +78,7 @@ export function exportArtifact(o: ExportOptions): Manifest {
   const layers: LayerEntry[] = [{ layer: 0 }, ...[...entries.values()].filter((e) => e.layer !== 0)];
 
   const manifest = writeArtifact(o.out, {
-    model: {
-      family: spec.family,
-      configSha256: id.configSha256,
-      weightsSha256: id.weightsSha256,
-      layers: spec.layers,
-      hidden: spec.hidden,
-      ffn: spec.ffn,
-      heads: spec.heads,
-      kvHeads: spec.kvHeads,
-      headDim: spec.headDim,
-      vocab: spec.vocab,
-      name: basename(model.dir),
-    },
+    model: modelIdentityDims(model),
     corpus: { sha256: cal.corpus.sha256, tokens: cal.corpus.tokens },
     routers,
     calibration: {
