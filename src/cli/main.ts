@@ -42,7 +42,25 @@ export function buildProgram(): Command {
   registerInspect(program);
   registerValidate(program);
   registerReport(program);
-  for (const c of program.commands) c.exitOverride().showHelpAfterError('(run with --help for usage)');
+  // one-line summaries for the command list; each command's --help has the full description
+  const summaries: Record<string, string> = {
+    run: 'the whole pipeline: collect -> train -> calibrate -> export -> validate -> report',
+    doctor: 'what this machine can do: CPU, threads, addon, CUDA/GPU, TensorFlow.js backends',
+    'inspect-model': 'family, dims, parameters and dtype of a Hugging Face model folder',
+    eval: 'dense perplexity of a model on a text file',
+    generate: 'greedy generation, streaming tokens',
+    collect: 'record router inputs, MLP activity and head norms into Arrow shards',
+    train: 'train the MLP and attention-head routers (TensorFlow.js)',
+    calibrate: 'MLP top-k per layer and batch size, heads per layer under a perplexity budget',
+    export: 'package routers and calibration as a checksummed artifact',
+    inspect: 'summarise a router artifact',
+    validate: 'sparse vs dense as decoding runs: perplexity, top-1, KL, density, recall',
+    report: 'report.html with plots and report.json from a run folder',
+  };
+  for (const c of program.commands) {
+    c.exitOverride().showHelpAfterError('(run with --help for usage)');
+    if (summaries[c.name()]) c.summary(summaries[c.name()]);
+  }
   return program;
 }
 
