@@ -65,8 +65,9 @@ function tfjsNodeMissing(pkg: string): string | null {
   return (
     `${pkg} is installed without its native part (${missing} missing): its install script ` +
     `(scripts/install.js) downloads libtensorflow and the prebuilt binding from storage.googleapis.com, which ` +
-    `did not happen here (npm ran with --ignore-scripts, or the download failed: no network). ` +
-    `Fix: \`npm rebuild ${pkg}\` on a machine with network access${pkg.endsWith('gpu') ? ' and CUDA 11.2 + cuDNN 8.1' : ''}`
+    `did not happen here (this project's package.json denies that script in allowScripts so that an offline ` +
+    `install succeeds; --ignore-scripts or a failed download have the same effect). Fix, on a machine with ` +
+    `network access${pkg.endsWith('gpu') ? ', CUDA 11.2 and cuDNN 8.1' : ''}: \`npm install-scripts approve ${pkg} && npm rebuild ${pkg}\``
   );
 }
 
