@@ -204,37 +204,8 @@ class Builder {
   std::unordered_map<std::string, const polar_weight_desc*> byname_;
 };
 
-void check_config(const polar_model_config& c) {
-  auto pos = [](const char* what, long long v) {
-    if (v < 1) fail("config.%s: expected an integer >= 1, received %lld", what, v);
-  };
-  pos("layers", c.layers);
-  pos("hidden", c.hidden);
-  pos("heads", c.heads);
-  pos("kv_heads", c.kv_heads);
-  pos("head_dim", c.head_dim);
-  pos("ffn", c.ffn);
-  pos("vocab", c.vocab);
-  pos("max_positions", c.max_positions);
-  pos("embed_dim", c.embed_dim);
-  if (c.family != POLAR_FAMILY_OPT && c.family != POLAR_FAMILY_LLAMA) fail("config.family: expected OPT (0) or LLAMA (1), received %d", (int)c.family);
-  if (c.heads % c.kv_heads) fail("config.kv_heads: expected a divisor of heads %d, received %d", c.heads, c.kv_heads);
-  if (c.family == POLAR_FAMILY_OPT) {
-    if ((long long)c.heads * c.head_dim != c.hidden) fail("config.head_dim: expected hidden / heads, received %d", c.head_dim);
-    if (c.kv_heads != c.heads) fail("config.kv_heads: expected heads (OPT has no GQA), received %d", c.kv_heads);
-  } else {
-    if (c.rope == POLAR_ROPE_NONE) fail("config.rope: expected DEFAULT or LLAMA3 for LLaMA, received NONE");
-    if (c.head_dim % 2) fail("config.head_dim: expected an even number (RoPE), received %d", c.head_dim);
-    if (!(c.rope_theta > 0)) fail("config.rope_theta: expected > 0");
-    if (c.rope == POLAR_ROPE_LLAMA3 && (!(c.rope_factor > 0) || !(c.rope_high_freq_factor != c.rope_low_freq_factor) ||
-                                        c.rope_original_max_positions < 1 || !(c.rope_low_freq_factor > 0)))
-      fail("config.rope_*: expected factor > 0, low_freq_factor > 0, high_freq_factor != low_freq_factor, original_max_positions >= 1");
-  }
-  if (!(c.norm_eps >= 0)) fail("config.norm_eps: expected >= 0");
-}
-
 void build(polar_model* m, const polar_model_config& c, const polar_weight_desc* w, int n) {
-  check_config(c);
+  if (const std::string e = polar::model_config_error(c); !e.empty()) fail("%s", e.c_str());
   m->cfg = c;
   Builder b(m, w, n);
   const int64_t H = c.hidden, F = c.ffn, V = c.vocab, QD = (int64_t)c.heads * c.head_dim, KD = (int64_t)c.kv_heads * c.head_dim;

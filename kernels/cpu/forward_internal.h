@@ -13,6 +13,7 @@
 #endif
 
 #include "polar/model.h"
+#include "../host/model_config.h"
 
 namespace polar {
 namespace fwd {
@@ -128,8 +129,8 @@ void layer_norm_rows(const float* x, int64_t ldx, int rows, int n, const float* 
 void rms_norm_rows(const float* x, int64_t ldx, int rows, int n, const float* w, float eps, float* y, int64_t ldy);
 
 // ---- rope.cc ----
-// Inverse frequencies [head_dim/2] as transformers computes them in fp32 (default and llama3 scaling).
-void rope_inv_freq(const polar_model_config& c, std::vector<float>& inv_freq);
+// Inverse frequencies: polar::rope_inv_freq in kernels/host/model_config.h (shared with CUDA).
+using polar::rope_inv_freq;
 // cos/sin tables [max_len][head_dim/2] for positions 0..max_len-1.
 void rope_tables(const std::vector<float>& inv_freq, int max_len, std::vector<float>& cos_t, std::vector<float>& sin_t);
 // Rotates n_heads vectors of head_dim in place at one position (rotate_half convention of HF LLaMA).

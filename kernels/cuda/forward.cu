@@ -23,6 +23,7 @@
 
 #include "common.cuh"
 #include "polar/cuda_model.h"
+#include "../host/model_config.h"
 
 using namespace polar_cuda;
 
@@ -451,59 +452,8 @@ std::string shape_str(const int64_t* s, int n) {
   return r + "]";
 }
 
-// RoPE inverse frequencies exactly as kernels/cpu/rope.cc (transformers' fp32 computation).
-void rope_inv_freq(const polar_model_config& c, std::vector<float>& inv) {
-  const int half = c.head_dim / 2;
-  inv.assign(half, 0.f);
-  for (int i = 0; i < half; i++) {
-    const float e = (float)(2 * i) / (float)c.head_dim;
-    const float p = (float)std::pow((double)c.rope_theta, (double)e);
-    inv[i] = 1.0f / p;
-  }
-  if (c.rope != POLAR_ROPE_LLAMA3) return;
-  const float factor = c.rope_factor;
-  const float low = c.rope_low_freq_factor, high = c.rope_high_freq_factor;
-  const float old_ctx = (float)c.rope_original_max_positions;
-  const double low_wl_d = (double)c.rope_original_max_positions / (double)low;
-  const double high_wl_d = (double)c.rope_original_max_positions / (double)high;
-  const float two_pi = (float)(2 * M_PI);
-  for (int i = 0; i < half; i++) {
-    const float f = inv[i];
-    const float wavelen = two_pi / f;
-    const float fl = ((double)wavelen > low_wl_d) ? f / factor : f;
-    const float smooth = (old_ctx / wavelen - low) / (high - low);
-    const float smoothed = (1.0f - smooth) * fl / factor + smooth * fl;
-    const bool medium = !((double)wavelen < high_wl_d) && !((double)wavelen > low_wl_d);
-    inv[i] = medium ? smoothed : fl;
-  }
-}
-
 void check_config(const polar_model_config& c) {
-  auto pos = [](const char* what, long long v) {
-    if (v < 1) fail("config.%s: expected an integer >= 1, received %lld", what, v);
-  };
-  pos("layers", c.layers);
-  pos("hidden", c.hidden);
-  pos("heads", c.heads);
-  pos("kv_heads", c.kv_heads);
-  pos("head_dim", c.head_dim);
-  pos("ffn", c.ffn);
-  pos("vocab", c.vocab);
-  pos("max_positions", c.max_positions);
-  pos("embed_dim", c.embed_dim);
-  if (c.family != POLAR_FAMILY_OPT && c.family != POLAR_FAMILY_LLAMA) fail("config.family: expected OPT (0) or LLAMA (1), received %d", (int)c.family);
-  if (c.heads % c.kv_heads) fail("config.kv_heads: expected a divisor of heads %d, received %d", c.heads, c.kv_heads);
-  if (c.family == POLAR_FAMILY_OPT) {
-    if ((long long)c.heads * c.head_dim != c.hidden) fail("config.head_dim: expected hidden / heads, received %d", c.head_dim);
-    if (c.kv_heads != c.heads) fail("config.kv_heads: expected heads (OPT has no GQA), received %d", c.kv_heads);
-  } else {
-    if (c.rope == POLAR_ROPE_NONE) fail("config.rope: expected DEFAULT or LLAMA3 for LLaMA, received NONE");
-    if (!(c.rope_theta > 0)) fail("config.rope_theta: expected > 0");
-    if (c.rope == POLAR_ROPE_LLAMA3 && (!(c.rope_factor > 0) || !(c.rope_high_freq_factor != c.rope_low_freq_factor) ||
-                                        c.rope_original_max_positions < 1 || !(c.rope_low_freq_factor > 0)))
-      fail("config.rope_*: expected factor > 0, low_freq_factor > 0, high_freq_factor != low_freq_factor, original_max_positions >= 1");
-  }
-  if (!(c.norm_eps >= 0)) fail("config.norm_eps: expected >= 0");
+  if (const std::string e = polar::model_config_error(c); !e.empty()) fail("%s", e.c_str());
   // what the CUDA kernels need
   if (c.head_dim % 8 || c.head_dim > kMaxHd)
     fail("CUDA backend: config.head_dim: expected a multiple of 8 up to %d, received %d", kMaxHd, c.head_dim);
@@ -668,7 +618,7 @@ void build(polar_cuda_model* m, const polar_model_config& c, const polar_weight_
     m->tok_emb = u.get("tok_emb.weight", {V, H}, D);
     m->fn_w = (float*)u.get("final_norm.weight", {H}, POLAR_F32);
     m->lm_head = u.get("lm_head.weight", {V, H}, D);
-    rope_inv_freq(c, m->inv_freq);
+    polar::rope_inv_freq(c, m->inv_freq);
   }
   const bool opt = c.family == POLAR_FAMILY_OPT;
   for (int l = 0; l < c.layers; l++) {
