@@ -143,52 +143,10 @@ Napi::Value SessionLength(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), polar_cuda_session_length(h->s.get(), info[1].As<Napi::Number>().Int32Value()));
 }
 
-class ForwardWorker : public Napi::AsyncWorker {
- public:
-  ForwardWorker(Napi::Env env, SessionHandle* h)
-      : Napi::AsyncWorker(env, "polar:cudaForward"), deferred_(Napi::Promise::Deferred::New(env)), s_(h->s), busy_(h->busy) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  polar_native::ForwardRequest req;
-
-  void Execute() override {
-    try {
-      if (polar_cuda_forward(s_.get(), &req.p)) SetError(std::string("cuda forward: ") + polar_last_error());
-    } catch (const std::exception& e) {
-      SetError(std::string("cuda forward: ") + e.what());
-    }
-  }
-  void OnOK() override {
-    busy_->store(false);
-    deferred_.Resolve(Env().Undefined());
-  }
-  void OnError(const Napi::Error& e) override {
-    busy_->store(false);
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::shared_ptr<polar_cuda_session> s_;
-  std::shared_ptr<std::atomic<bool>> busy_;
-};
-
 Napi::Value SessionForward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   SessionHandle* h = session_of(info[0]);
-  if (!info[1].IsObject()) type_error(env, "cudaSessionForward(session, req): expected an object");
-  Napi::Object r = info[1].As<Napi::Object>();
-  if (h->busy->load()) throw Napi::Error::New(env, "forward: a forward is already running on this session (await it first)");
-  auto* w = new ForwardWorker(env, h);
-  try {
-    polar_native::parse_forward_request(env, r, polar_native::ForwardDims{h->layers, h->hidden, h->heads, h->ffn, h->vocab}, w->req);
-  } catch (...) {
-    delete w;
-    throw;
-  }
-  h->busy->store(true);
-  Napi::Promise pr = w->promise();
-  w->Queue();
-  return pr;
+  return polar_native::queue_forward<polar_cuda_session, polar_cuda_forward>(info.Env(), "cudaSessionForward", "cuda forward", h->s, h->busy,
+                                                                             info[1], {h->layers, h->hidden, h->heads, h->ffn, h->vocab});
 }
 
 void InitCuda(Napi::Env env, Napi::Object exports) {

@@ -5,6 +5,8 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -69,5 +71,57 @@ struct ForwardRequest {
   std::vector<polar_sparse_layer> sparse;
 };
 void parse_forward_request(Napi::Env env, const Napi::Object& r, const ForwardDims& d, ForwardRequest& out);
+
+// A forward call off the JS thread, for either backend (Fwd = polar_forward or polar_cuda_forward). The
+// session's busy flag refuses a second call while one runs; the worker keeps the session alive.
+template <class S, int (*Fwd)(S*, const polar_forward_params*)>
+class ForwardWorker : public Napi::AsyncWorker {
+ public:
+  ForwardWorker(Napi::Env env, const char* label, std::shared_ptr<S> s, std::shared_ptr<std::atomic<bool>> busy)
+      : Napi::AsyncWorker(env, label), label_(label), deferred_(Napi::Promise::Deferred::New(env)), s_(std::move(s)), busy_(std::move(busy)) {}
+  ForwardRequest req;
+
+  void Execute() override {
+    try {
+      if (Fwd(s_.get(), &req.p)) SetError(label_ + ": " + polar_last_error());
+    } catch (const std::exception& e) {
+      SetError(label_ + ": " + e.what());
+    }
+  }
+  void OnOK() override {
+    busy_->store(false);
+    deferred_.Resolve(Env().Undefined());
+  }
+  void OnError(const Napi::Error& e) override {
+    busy_->store(false);
+    deferred_.Reject(e.Value());
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ private:
+  std::string label_;
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<S> s_;
+  std::shared_ptr<std::atomic<bool>> busy_;
+};
+
+// <call>(session, req) -> Promise<void>; outputs are written into req's typed arrays.
+template <class S, int (*Fwd)(S*, const polar_forward_params*)>
+Napi::Value queue_forward(Napi::Env env, const char* call, const char* label, const std::shared_ptr<S>& s,
+                          const std::shared_ptr<std::atomic<bool>>& busy, const Napi::Value& req, const ForwardDims& d) {
+  if (!req.IsObject()) type_error(env, std::string(call) + "(session, req): expected an object");
+  if (busy->load()) throw Napi::Error::New(env, "forward: a forward is already running on this session (await it first)");
+  auto* w = new ForwardWorker<S, Fwd>(env, label, s, busy);
+  try {
+    parse_forward_request(env, req.As<Napi::Object>(), d, w->req);
+  } catch (...) {
+    delete w;
+    throw;
+  }
+  busy->store(true);
+  Napi::Promise pr = w->promise();
+  w->Queue();
+  return pr;
+}
 
 }  // namespace polar_native
