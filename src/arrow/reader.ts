@@ -10,7 +10,7 @@ import * as A from 'apache-arrow';
 import { Footer } from 'apache-arrow/ipc/metadata/file';
 import { badInput, notFound, PolarError } from '../errors.ts';
 import { f16ToF32Array } from './f16.ts';
-import { bitBytes, checkFields, COLUMNS, metaFromArrow, type FullShardMeta } from './schema.ts';
+import { bitBytes, checkFields, COLUMNS, META_KEYS, metaFromArrow, type FullShardMeta } from './schema.ts';
 import type { ActivationBatch, ActivationDir, LayerShards, OpenActivationsOptions } from './types.ts';
 
 const MAGIC = Buffer.from('ARROW1');
@@ -156,21 +156,6 @@ export function concatBatches(parts: ActivationBatch[], meta: FullShardMeta): Ac
 }
 
 const IDENTITY_KEYS = ['configSha256', 'weightsSha256', 'family', 'modelLayers', 'hidden', 'ffn', 'heads', 'kvHeads', 'headDim', 'mlpActivity', 'routerInputDtype', 'headNormDtype', 'corpusSha256'] as const;
-const META_NAME: Record<(typeof IDENTITY_KEYS)[number], string> = {
-  configSha256: 'model_config_sha256',
-  weightsSha256: 'model_weights_sha256',
-  family: 'model_family',
-  modelLayers: 'model_layers',
-  hidden: 'hidden',
-  ffn: 'ffn',
-  heads: 'heads',
-  kvHeads: 'kv_heads',
-  headDim: 'head_dim',
-  mlpActivity: 'mlp_activity',
-  routerInputDtype: 'router_input_dtype',
-  headNormDtype: 'head_norm_dtype',
-  corpusSha256: 'corpus_sha256',
-};
 
 interface ManifestView {
   complete?: unknown;
@@ -227,14 +212,14 @@ export function openActivations(dirIn: string, opts: OpenActivationsOptions = {}
     else {
       for (const k of IDENTITY_KEYS) {
         if (meta[k] !== first.meta[k]) {
-          throw badInput(file, `schema metadata "${META_NAME[k]}"`, `${JSON.stringify(first.meta[k])} (as in ${first.file}; shards of one folder come from one model and one collection)`, meta[k]);
+          throw badInput(file, `schema metadata "${META_KEYS[k]}"`, `${JSON.stringify(first.meta[k])} (as in ${first.file}; shards of one folder come from one model and one collection)`, meta[k]);
         }
       }
     }
     if (opts.expect) {
       for (const k of ['configSha256', 'weightsSha256'] as const) {
         if (meta[k] !== opts.expect[k]) {
-          throw badInput(file, `schema metadata "${META_NAME[k]}"`, `${opts.expect[k]} (the model in use; this shard comes from another model)`, meta[k]);
+          throw badInput(file, `schema metadata "${META_KEYS[k]}"`, `${opts.expect[k]} (the model in use; this shard comes from another model)`, meta[k]);
         }
       }
     }
