@@ -1,14 +1,22 @@
 // Router inference with fused top-k (semantics of kernels/cpu/sparse.cc):
-//  - MLP router: h = x fc1^T (selective-GEMM kernel, compact [m, rank]), then fc2 with the column-sum
-//    epilogue (the per-token scores are summed over the batch, optionally after a sigmoid, inside the
-//    GEMM: the [m, ffn] score matrix never reaches memory), then one CTA radix-selects the k largest and
-//    writes them in ascending order (ties: lower index first).
+//  - MLP router, LOGIT scores: the router is linear, so the batch sum of the scores is
+//    fc2 . (fc1 . sum_t x[t]): the tokens are summed first (fp32), then two fp32-accumulating GEMVs stream
+//    fc1 and fc2 once each (a decode step's router then costs its weight bytes at HBM speed, whatever the
+//    batch; the GEMM path below re-read them through split-K tiles and took ~4x longer at batch 64).
+//  - MLP router, SIGMOID scores (not linear): h = x fc1^T (selective-GEMM kernel, compact [m, rank]), then
+//    fc2 with the column-sum epilogue (the per-token scores are summed over the batch after the sigmoid
+//    inside the GEMM: the [m, ffn] score matrix never reaches memory).
+//  Then the k largest are radix-selected and written in ascending order (ties: lower index first), by
+//  every SM at once (cooperative launch; topk_multi_kernel) or, when that cannot run, by one CTA.
 //  - Head router: logits = x w^T + b (fp32), then one warp per token sums each KV group's scores (when the
 //    router scores query heads) and writes the token's top-k groups in ascending order.
 #include <algorithm>
 
 #include "common.cuh"
 #include "sel_gemm.cuh"
+
+#include <cooperative_groups.h>
+namespace cg = cooperative_groups;
 
 namespace polar_cuda {
 namespace {
@@ -144,6 +152,185 @@ __global__ void __launch_bounds__(TK_THREADS) topk_kernel(const float* __restric
   }
 }
 
+// ---- multi-CTA top-k (cooperative launch) -------------------------------------------------------------
+// The single-CTA select above takes ~55 us for 36864 scores on an H100 (one SM doing four histogram passes
+// and the compaction). Here every SM holds a contiguous slice of the keys in registers; three radix passes
+// (11, 11, 10 bits) build per-CTA shared-memory histograms that meet in a global one, every CTA then finds
+// the same digit from the global counts, and the compaction offsets come from the per-CTA counts. Grid-wide
+// barriers (cooperative launch) separate the phases. The state (histograms, counts) lives in the zero-filled
+// workspace; the router's closing memset zeroes it again.
+constexpr int MT_THREADS = 256;
+constexpr int MT_KPT = 8;  // keys per thread held in registers
+constexpr int MT_BINS = 2048;
+struct MtState {
+  unsigned hist[3][MT_BINS];
+  unsigned gt[1024], eq[1024];  // per-CTA counts (grid <= 1024)
+};
+
+// Inclusive scan from the top bin down: returns the digit where the running count reaches kk, and the
+// count above that digit. Every thread of the CTA gets the answer.
+__device__ void mt_find_digit(const unsigned* __restrict__ gh, int nbins, unsigned kk, unsigned* s_warp, unsigned* s_out,
+                              unsigned* digit, unsigned* above) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  constexpr int PER = MT_BINS / MT_THREADS;  // 8 bins per thread, thread 0 holds the top bins
+  unsigned c[PER], sum = 0;
+#pragma unroll
+  for (int q = 0; q < PER; ++q) {
+    const int bin = nbins - 1 - (tid * PER + q);
+    c[q] = bin >= 0 ? __ldcg(gh + bin) : 0u;
+    sum += c[q];
+  }
+  unsigned incl = sum;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const unsigned t = __shfl_up_sync(0xffffffffu, incl, off);
+    if (lane >= off) incl += t;
+  }
+  if (lane == 31) s_warp[warp] = incl;
+  __syncthreads();
+  unsigned wbase = 0;
+  for (int w = 0; w < warp; ++w) wbase += s_warp[w];
+  const unsigned excl = wbase + incl - sum;
+  if (excl < kk && kk <= excl + sum) {
+    unsigned run = excl;
+    for (int q = 0; q < PER; ++q) {
+      if (run + c[q] >= kk) {
+        s_out[0] = (unsigned)(nbins - 1 - (tid * PER + q));
+        s_out[1] = run;
+        break;
+      }
+      run += c[q];
+    }
+  }
+  __syncthreads();
+  *digit = s_out[0];
+  *above = s_out[1];
+  __syncthreads();
+}
+
+// Exclusive block scan of v (MT_THREADS threads); *total = block sum.
+__device__ __forceinline__ unsigned mt_scan(unsigned v, unsigned* s_warp, unsigned* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  unsigned incl = v;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const unsigned t = __shfl_up_sync(0xffffffffu, incl, off);
+    if (lane >= off) incl += t;
+  }
+  __syncthreads();
+  if (lane == 31) s_warp[warp] = incl;
+  __syncthreads();
+  unsigned base = 0, tot = 0;
+#pragma unroll
+  for (int w = 0; w < MT_THREADS / 32; ++w) {
+    const unsigned x = s_warp[w];
+    base += w < warp ? x : 0u;
+    tot += x;
+  }
+  *total = tot;
+  return base + incl - v;
+}
+
+__global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __restrict__ score, int n, int k, int32_t* out,
+                                                                 MtState* st) {
+  cg::grid_group grid = cg::this_grid();
+  __shared__ unsigned sh[MT_BINS];
+  __shared__ unsigned s_warp[MT_THREADS / 32], s_out[2];
+  const int tid = threadIdx.x, G = gridDim.x, c = blockIdx.x;
+  const int per = (n + G - 1) / G;
+  const int lo = min(n, c * per), hi = min(n, lo + per);
+  uint32_t key[MT_KPT];
+#pragma unroll
+  for (int j = 0; j < MT_KPT; ++j) {
+    const int i = lo + j * MT_THREADS + tid;
+    key[j] = i < hi ? order_key(score[i]) : 0u;
+  }
+  unsigned prefix = 0, mask = 0, kk = (unsigned)k;
+  const int shifts[3] = {21, 10, 0}, bits[3] = {11, 11, 10};
+  for (int p = 0; p < 3; ++p) {
+    const int shift = shifts[p], nb = 1 << bits[p];
+    for (int b = tid; b < nb; b += MT_THREADS) sh[b] = 0;
+    __syncthreads();
+    // warp-aggregated: scores of similar size share their top digits (one atomic per distinct bin and warp)
+#pragma unroll
+    for (int j = 0; j < MT_KPT; ++j) {
+      const int i = lo + j * MT_THREADS + tid;
+      const unsigned bin = i < hi && (key[j] & mask) == prefix ? (key[j] >> shift) & (nb - 1) : 0xffffffffu;
+      const unsigned peers = __match_any_sync(0xffffffffu, bin);
+      if (bin != 0xffffffffu && (tid & 31) == __ffs(peers) - 1) atomicAdd(&sh[bin], (unsigned)__popc(peers));
+    }
+    __syncthreads();
+    for (int b = tid; b < nb; b += MT_THREADS)
+      if (sh[b]) atomicAdd(&st->hist[p][b], sh[b]);
+    grid.sync();
+    unsigned digit, above;
+    mt_find_digit(st->hist[p], nb, kk, s_warp, s_out, &digit, &above);
+    prefix |= digit << shift;
+    mask |= (unsigned)(nb - 1) << shift;
+    kk -= above;
+  }
+  // prefix = key of the k-th largest; take every larger key and the kk lowest-index equal ones
+  unsigned ngt = 0, neq = 0;
+#pragma unroll
+  for (int j = 0; j < MT_KPT; ++j) {
+    const int i = lo + j * MT_THREADS + tid;
+    if (i < hi) {
+      ngt += key[j] > prefix;
+      neq += key[j] == prefix;
+    }
+  }
+  unsigned cta_gt, cta_eq;
+  mt_scan(ngt, s_warp, &cta_gt);
+  mt_scan(neq, s_warp, &cta_eq);
+  if (tid == 0) {
+    st->gt[c] = cta_gt;
+    st->eq[c] = cta_eq;
+  }
+  grid.sync();
+  unsigned gt_before = 0, eq_before = 0;
+  for (int q = tid; q < c; q += MT_THREADS) {
+    gt_before += __ldcg(st->gt + q);
+    eq_before += __ldcg(st->eq + q);
+  }
+  unsigned tot;
+  gt_before = mt_scan(gt_before, s_warp, &tot), gt_before = tot;
+  eq_before = mt_scan(eq_before, s_warp, &tot), eq_before = tot;
+  unsigned eq_left = eq_before >= kk ? 0u : kk - eq_before;  // equal keys this CTA may still take
+  unsigned pos = gt_before + min(eq_before, kk);
+  // index order inside the slice is (j, tid): one scan per register slot
+#pragma unroll
+  for (int j = 0; j < MT_KPT; ++j) {
+    const int i = lo + j * MT_THREADS + tid;
+    const bool gt = i < hi && key[j] > prefix, eq = i < hi && key[j] == prefix;
+    unsigned eq_tot;
+    const unsigned eq_rank = mt_scan(eq ? 1u : 0u, s_warp, &eq_tot);
+    const bool take = gt || (eq && eq_rank < eq_left);
+    unsigned take_tot;
+    const unsigned r = mt_scan(take ? 1u : 0u, s_warp, &take_tot);
+    if (take) out[pos + r] = i;
+    pos += take_tot;
+    eq_left -= min(eq_left, eq_tot);
+  }
+}
+
+// Launches the multi-CTA select when n fits the cooperative grid's registers; returns 1 if it did not.
+int topk_multi(const float* score, int n, int k, int32_t* out, void* state, cudaStream_t st, const DevProps& dp) {
+  if (k <= 0 || k >= n) return 1;
+  static int occ_cache[64] = {0};
+  int& occ = occ_cache[dp.device & 63];
+  if (!occ) {
+    POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void*)topk_multi_kernel, MT_THREADS, 0));
+    if (occ < 1) occ = -1;
+  }
+  if (occ < 1) return 1;
+  const int G = std::min(std::min(1024, occ * dp.sms), std::max(1, cdiv(n, MT_THREADS * MT_KPT / 2)));
+  if ((int64_t)G * MT_THREADS * MT_KPT < n) return 1;
+  MtState* s = static_cast<MtState*>(state);
+  void* args[] = {(void*)&score, (void*)&n, (void*)&k, (void*)&out, (void*)&s};
+  POLAR_CU(cudaLaunchCooperativeKernel((const void*)topk_multi_kernel, G, MT_THREADS, args, 0, st));
+  return 0;
+}
+
 constexpr int HT_WARPS = 4;
 
 __global__ void __launch_bounds__(HT_WARPS * 32) head_topk_kernel(const float* __restrict__ logits, int64_t ld, int m,
@@ -180,9 +367,99 @@ __global__ void __launch_bounds__(HT_WARPS * 32) head_topk_kernel(const float* _
   }
 }
 
+// ---- MLP router, LOGIT path: column sum of x, then GEMVs -------------------------------------------
+constexpr int XS_ROWS = 8;  // tokens per CTA of the column sum (partial sums meet in fp32 atomics)
+
+// xs[i] += sum over this CTA's tokens of x[t, i]; 8 columns (16 bytes) per thread. xs starts zeroed.
+template <typename T>
+__global__ void __launch_bounds__(128) xsum_kernel(const T* __restrict__ x, int64_t ldx, int m, int d, float* xs) {
+  const int c = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+  if (c >= d) return;
+  const int t0 = blockIdx.y * XS_ROWS, t1 = min(m, t0 + XS_ROWS);
+  float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  uint4 v[XS_ROWS];  // every row's load in flight before the first add (a rolled loop waited for each)
+#pragma unroll
+  for (int u = 0; u < XS_ROWS; ++u)
+    v[u] = t0 + u < t1 ? __ldg(reinterpret_cast<const uint4*>(x + (int64_t)(t0 + u) * ldx + c)) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+  for (int u = 0; u < XS_ROWS; ++u) {
+    const uint32_t w[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 f = Dt<T>::unpack(w[j]);
+      a[2 * j] += f.x;
+      a[2 * j + 1] += f.y;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) atomicAdd(xs + c + j, a[j]);
+}
+
+constexpr int GV_UNROLL = 4;                  // 16-byte loads in flight per lane
+constexpr int GV_SEG = 32 * 8 * GV_UNROLL;   // K elements per warp task (one unrolled sweep)
+
+// y[r] (+)= A[r, k-segment] . v[k-segment] (fp32): one warp per (row, segment) task; segments meet in fp32
+// atomics (y zeroed) when K > GV_SEG, else y[r] is stored. v is read through the read-only cache (every warp
+// of a CTA reads the same segment). K % 8 == 0.
+template <typename T>
+__global__ void __launch_bounds__(256) gemv_kernel(const T* __restrict__ A, int64_t lda, int rows, int K,
+                                                   const float* __restrict__ v, float* y) {
+  const int lane = threadIdx.x & 31;
+  const int nseg = (K + GV_SEG - 1) / GV_SEG;
+  const int64_t tasks = (int64_t)rows * nseg;
+  const int64_t nw = (int64_t)gridDim.x * (blockDim.x >> 5);
+  for (int64_t w = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); w < tasks; w += nw) {
+    // segment-major order: the warps of one CTA share a segment of v
+    const int s = (int)(w % nseg);
+    const int r = (int)(w / nseg);
+    const T* a = A + (int64_t)r * lda;
+    const int k0 = s * GV_SEG + lane * 8;
+    uint4 buf[GV_UNROLL];
+#pragma unroll
+    for (int u = 0; u < GV_UNROLL; ++u) {
+      const int k = k0 + u * 256;
+      buf[u] = k < K ? __ldg(reinterpret_cast<const uint4*>(a + k)) : make_uint4(0u, 0u, 0u, 0u);
+    }
+    float acc = 0.f;
+#pragma unroll
+    for (int u = 0; u < GV_UNROLL; ++u) {
+      const int k = k0 + u * 256;
+      if (k < K) {
+        const float4 v0 = __ldg(reinterpret_cast<const float4*>(v + k));
+        const float4 v1 = __ldg(reinterpret_cast<const float4*>(v + k + 4));
+        const float2 p0 = Dt<T>::unpack(buf[u].x), p1 = Dt<T>::unpack(buf[u].y);
+        const float2 p2 = Dt<T>::unpack(buf[u].z), p3 = Dt<T>::unpack(buf[u].w);
+        acc += p0.x * v0.x + p0.y * v0.y + p1.x * v0.z + p1.y * v0.w + p2.x * v1.x + p2.y * v1.y + p3.x * v1.z + p3.y * v1.w;
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) {
+      if (nseg > 1) atomicAdd(y + r, acc);
+      else y[r] = acc;
+    }
+  }
+}
+
+template <typename T>
+int launch_gemv(const void* A, int64_t lda, int rows, int K, const float* v, float* y, cudaStream_t st, int sms) {
+  // the grid-stride loop assumes every CTA is resident: size the grid by the measured occupancy (a grid of
+  // 8 CTAs per SM at 6 resident left a second, partial wave)
+  static int occ = 0;
+  if (!occ) {
+    POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void*)gemv_kernel<T>, 256, 0));
+    occ = std::max(1, occ);
+  }
+  const int64_t tasks = (int64_t)rows * ((K + GV_SEG - 1) / GV_SEG);
+  const int grid = (int)std::max<int64_t>(1, std::min<int64_t>((tasks + 7) / 8, (int64_t)sms * occ));
+  gemv_kernel<T><<<grid, 256, 0, st>>>(static_cast<const T*>(A), lda, rows, K, v, y);
+  POLAR_CU_LAUNCH("gemv_kernel");
+  return 0;
+}
+
 // ---- MLP router -------------------------------------------------------------------------------------
 struct MlpRouterLayout {
-  size_t g1, g2, h_off, s_off, total;
+  size_t g1, g2, h_off, xs_off, hf_off, mt_off, s_off, total;
 };
 
 int mlp_router_args(const polar_cuda_mlp_router_params* p, GemmArgs* g1, GemmArgs* g2) {
@@ -213,12 +490,26 @@ int mlp_router_layout(const polar_cuda_mlp_router_params* p, const GemmArgs& g1,
   L->g1 = 0;
   L->g2 = align_up(n1, 256);
   L->h_off = L->g2 + align_up(n2, 256);
-  L->s_off = L->h_off + align_up((size_t)p->m * p->rank * 2, 256);
+  L->xs_off = L->h_off + align_up((size_t)p->m * p->rank * 2, 256);
+  L->hf_off = L->xs_off + align_up((size_t)p->d * 4, 256);
+  L->mt_off = L->hf_off + align_up((size_t)p->rank * 4, 256);
+  L->s_off = L->mt_off + align_up(sizeof(MtState), 256);
   L->total = L->s_off + (p->out_scores ? 0 : align_up((size_t)p->ffn * 4, 256));
   return 0;
 }
 
 // ---- head router ------------------------------------------------------------------------------------
+// Its GEMM has few output tiles (units x tokens) and a long K: the generic split choice filled the GPU with
+// one-chunk CTAs whose fp32 partial tiles then all met in atomics on the same few KB. About 4 chunks per CTA
+// keeps the atomics few while still spreading the weight stream (H100, opt-66b batch 64: 0.023 ms at 4
+// chunks per CTA, 0.024 at 8, 0.028 at 1, 0.070 unsplit; bench --sweep).
+int g_router_splits = 0;
+int head_router_splits(int d) {
+  if (g_router_splits > 0) return g_router_splits;
+  const int chunks = cdiv(d, 64);
+  return std::max(1, std::min(chunks, cdiv(chunks, 4)));
+}
+
 int head_router_args(const polar_cuda_head_router_params* p, GemmArgs* g) {
   const char* who = "polar_cuda_head_router";
   POLAR_REQ(p != nullptr, "%s: expected a params struct, received NULL", who);
@@ -262,31 +553,51 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
   cudaStream_t st = (cudaStream_t)p->stream;
   void* h = ws + L.h_off;
   float* scores = p->out_scores ? p->out_scores : reinterpret_cast<float*>(ws + L.s_off);
-  g1.C = h;
-  if (gemm_run(p->dtype, A_ROWS, g1, POLAR_IMPL_AUTO, 0, st, ws + L.g1, L.g2 - L.g1, nullptr, "polar_cuda_mlp_router")) return -1;
-  POLAR_CU(cudaMemsetAsync(scores, 0, (size_t)p->ffn * 4, st));
-  g2.B = h;
-  g2.colsum = scores;
-  if (gemm_run(p->dtype, A_ROWS, g2, POLAR_IMPL_AUTO, 0, st, ws + L.g2, L.h_off - L.g2, nullptr, "polar_cuda_mlp_router")) return -1;
   DevProps dp;
   if (dev_props(&dp)) return -1;
+  if (p->score == POLAR_CUDA_SCORE_LOGIT) {
+    float* xs = reinterpret_cast<float*>(ws + L.xs_off);  // zeroed (workspace contract)
+    float* hf = reinterpret_cast<float*>(ws + L.hf_off);
+    if (p->rank > GV_SEG) POLAR_CU(cudaMemsetAsync(scores, 0, (size_t)p->ffn * 4, st));  // fc2 segments add
+    if (with_dtype(p->dtype, "polar_cuda_mlp_router", [&](auto t) {
+          using T = decltype(t);
+          xsum_kernel<T><<<dim3(cdiv(p->d, 8 * 128), cdiv(p->m, XS_ROWS)), 128, 0, st>>>(static_cast<const T*>(p->x), p->ldx,
+                                                                                       p->m, p->d, xs);
+          POLAR_CU_LAUNCH("xsum_kernel");
+          if (launch_gemv<T>(p->fc1, p->d, p->rank, p->d, xs, hf, st, dp.sms)) return -1;
+          return launch_gemv<T>(p->fc2, p->rank, p->ffn, p->rank, hf, scores, st, dp.sms);
+        }))
+      return -1;
+  } else {
+    g1.C = h;
+    if (gemm_run(p->dtype, A_ROWS, g1, POLAR_IMPL_AUTO, 0, st, ws + L.g1, L.g2 - L.g1, nullptr, "polar_cuda_mlp_router")) return -1;
+    POLAR_CU(cudaMemsetAsync(scores, 0, (size_t)p->ffn * 4, st));
+    g2.B = h;
+    g2.colsum = scores;
+    if (gemm_run(p->dtype, A_ROWS, g2, POLAR_IMPL_AUTO, 0, st, ws + L.g2, L.h_off - L.g2, nullptr, "polar_cuda_mlp_router")) return -1;
+  }
   const size_t sm = (size_t)p->ffn * 4;
-  if (sm + 4096 <= (size_t)dp.smem_optin) {
+  const int multi = topk_multi(scores, p->ffn, p->k, p->out_idx, ws + L.mt_off, st, dp);
+  if (multi < 0) return -1;
+  if (multi == 0) {
+    POLAR_CU_LAUNCH("topk_multi_kernel");
+  } else if (sm + 4096 <= (size_t)dp.smem_optin) {
     POLAR_CU(cudaFuncSetAttribute((const void*)topk_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     topk_kernel<true><<<1, TK_THREADS, sm, st>>>(scores, p->ffn, p->k, p->out_idx);
   } else {
     topk_kernel<false><<<1, TK_THREADS, 0, st>>>(scores, p->ffn, p->k, p->out_idx);
   }
   POLAR_CU_LAUNCH("topk_kernel");
-  // leave the workspace zero-filled (h and the scores), as every call does
-  POLAR_CU(cudaMemsetAsync(ws + L.h_off, 0, L.total - L.h_off, st));
+  // leave the workspace zero-filled (what this path used of it), as every call does
+  const size_t z0 = p->score == POLAR_CUDA_SCORE_LOGIT ? L.xs_off : L.h_off;
+  POLAR_CU(cudaMemsetAsync(ws + z0, 0, L.total - z0, st));
   return 0;
 }
 
 extern "C" size_t polar_cuda_head_router_workspace(const polar_cuda_head_router_params* p) {
   GemmArgs g;
   size_t n = 0;
-  if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, 0, nullptr, nullptr, 0, &n, "polar_cuda_head_router"))
+  if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), nullptr, nullptr, 0, &n, "polar_cuda_head_router"))
     return 0;
   return align_up(n, 256) + (p->out_logits ? 0 : align_up((size_t)p->m * p->units * 4, 256));
 }
@@ -294,7 +605,7 @@ extern "C" size_t polar_cuda_head_router_workspace(const polar_cuda_head_router_
 extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
   GemmArgs g;
   size_t n = 0;
-  if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, 0, nullptr, nullptr, 0, &n, "polar_cuda_head_router"))
+  if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), nullptr, nullptr, 0, &n, "polar_cuda_head_router"))
     return -1;
   const size_t gws = align_up(n, 256);
   const size_t total = gws + (p->out_logits ? 0 : align_up((size_t)p->m * p->units * 4, 256));
@@ -304,7 +615,7 @@ extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
   cudaStream_t st = (cudaStream_t)p->stream;
   float* logits = p->out_logits ? p->out_logits : reinterpret_cast<float*>(ws + gws);
   g.C = logits;
-  if (gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, 0, st, ws, gws, nullptr, "polar_cuda_head_router")) return -1;
+  if (gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), st, ws, gws, nullptr, "polar_cuda_head_router")) return -1;
   if (p->k == 0) {
     if (!p->out_logits) POLAR_CU(cudaMemsetAsync(ws + gws, 0, total - gws, st));
     return 0;
@@ -318,3 +629,5 @@ extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
     POLAR_CU(cudaMemsetAsync(ws + gws, 0, total - gws, st));
   return 0;
 }
+
+extern "C" void polar_cuda_set_router_splits(int splits) { polar_cuda::g_router_splits = splits > 0 ? splits : 0; }

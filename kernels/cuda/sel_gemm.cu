@@ -548,8 +548,11 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen) {
     const int cps = cdiv(nchunks, s);
     if (cdiv(nchunks, cps) != s) continue;
     const double waves = (double)cdiv(tiles * s, slots);
-    // a split CTA also adds its [nb x 128] fp32 tile into the workspace: charged as chunk-equivalents
-    const double cost = waves * (cps + 2.0 + (s > 1 ? pen * std::min(4.0, nb / 16.0) : 0.0));
+    // a split CTA also adds its [nb x 128] fp32 tile into the workspace and the last one re-reads it:
+    // charged as 16 chunk-equivalents whatever nb (the H100 sweep: fewer splits than a cheaper charge
+    // chose were up to 40% faster, e.g. opt-6.7b fc2 at batch 256 and 5%, and never measurably slower)
+    (void)nb;
+    const double cost = waves * (cps + 2.0 + (s > 1 ? pen * 16.0 : 0.0));
     if (cost < best - 1e-9) {
       best = cost;
       best_s = s;
@@ -583,6 +586,19 @@ void tuning_init() {
 }
 }  // namespace
 
+// Path choice on sm_90 (POLAR_IMPL_AUTO), from per-fc times measured on an H100 (docs/benchmarks.md):
+// wgmma (1 CTA/SM, 6 stages, nb = 64) beat mma.sync (3-4 CTAs/SM) for fc1 at batch 17-64 up to ~150 MB of
+// gathered weights (opt-6.7b batch 64, density 1: 0.064 vs 0.085 ms) and at batch 9-16 up to ~50 MB, and
+// for fc2 at batch 17-64 up to ~40 MB; above that mma.sync streamed better. Batch > 64 always takes wgmma
+// (nb = 128/256). A wgmma loop that kept one MMA group in flight (A from shared memory) measured the same as
+// this one at batch 256 (the loop is not bound by the MMA wait there), so it was not kept.
+bool auto_wgmma(int amode, int M, double a_bytes) {
+  if (M > 64) return true;
+  if (M <= 8) return false;
+  if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6);
+  return M > 16 && a_bytes <= 40e6;
+}
+
 struct GemmPlan {
   KInfo k;
   int occ, tilesF, tilesM, splits;
@@ -597,7 +613,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   if (impl == POLAR_IMPL_WGMMA && !can_wg)
     return polar_set_error("%s: the wgmma path needs an sm_90 GPU and a build with sm_90a; device is %d.%d", who,
                            p.major, p.minor);
-  const bool wg = impl == POLAR_IMPL_WGMMA || (impl == POLAR_IMPL_AUTO && can_wg && g.M > 64);
+  const bool wg = impl == POLAR_IMPL_WGMMA || (impl == POLAR_IMPL_AUTO && can_wg && auto_wgmma(amode, g.M, (double)g.F * g.K * 2));
   const int nb = wg ? (g.M <= 64 ? 64 : g.M <= 128 ? 128 : 256) : (g.M <= 8 ? 8 : g.M <= 16 ? 16 : g.M <= 32 ? 32 : 64);
   tuning_init();
   const int mma_stages = g_mma_stages;

@@ -22,6 +22,7 @@ static const double HBM = 3.0e12, PEAK = 790e12;
 static polar_dtype g_dt = POLAR_F16;
 static std::string g_gpu;
 static bool g_quick = false;
+static bool g_sweep = false;
 static bool g_wgmma = false;
 static int g_fail = 0;
 
@@ -225,7 +226,33 @@ static void dense_mlp(MlpBufs& B, int m) {
   PK(polar_cuda_dense_linear(&c));
 }
 
+// Read floor: one kernel that only streams `bytes` of weights-like memory (16-byte loads, 4 in flight per
+// thread, every SM busy) and writes nothing it does not have to. Timed like the kernels, it is what a launch
+// plus the first DRAM round trip plus the HBM stream cost for that many bytes: the fastest any single-kernel
+// implementation could be, and a fairer yardstick than the bare limit for the small points.
+__global__ void read_floor_kernel(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  const size_t stride = (size_t)gridDim.x * blockDim.x;
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  for (; i + 3 * stride < n; i += 4 * stride) {
+    const uint4 a = __ldcs(p + i), b = __ldcs(p + i + stride), c = __ldcs(p + i + 2 * stride), d = __ldcs(p + i + 3 * stride);
+    acc ^= a.x ^ b.y ^ c.z ^ d.w;
+  }
+  for (; i < n; i += stride) acc ^= __ldcs(p + i).x;
+  if (acc == 0x9e3779b9u) *sink = acc;  // keeps the loads; practically never stores
+}
+static Dev* g_read_buf = nullptr;
+static double read_floor_ms(double bytes) {
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const size_t n = std::min((size_t)(bytes / 16), (g_read_buf->bytes - 64) / 16);
+  return time_ms([&] { read_floor_kernel<<<sms * 8, 256>>>((const uint4*)g_read_buf->p, n, (unsigned*)((char*)g_read_buf->p + g_read_buf->bytes - 64)); });
+}
+
 static void bench_mlp() {
+  Dev rb((size_t)1500 << 20);
+  CK(cudaMemset(rb.p, 0, rb.bytes));
+  g_read_buf = &rb;
   struct Model {
     const char* name;
     int d, ffn;
@@ -275,7 +302,7 @@ static void bench_mlp() {
         const double ms = run_mlp_sparse(B, m, k, POLAR_IMPL_AUTO, &fc1, &fc2);
         std::string alt;
         if (g_wgmma && (m == 16 || m == 64)) {
-          const int other = m > 64 ? POLAR_IMPL_MMA : POLAR_IMPL_WGMMA;
+          const int other = POLAR_IMPL_MMA;  // the mma.sync-only path, beside auto's per-fc choice
           double a1 = 0, a2 = 0;
           const double am = run_mlp_sparse(B, m, k, other, &a1, &a2);
           alt = ",\"alt_impl\":\"" + std::string(other == POLAR_IMPL_MMA ? "mma" : "wgmma") + "\",\"alt_ms\":" + jnum(am) +
@@ -288,13 +315,15 @@ static void bench_mlp() {
         const double bytes = 2.0 * k * M.d * 2 + (k + M.d) * 2.0 + 2.0 * m * M.d * 2 + k * 4.0;
         const double flops = 4.0 * m * k * M.d;
         const double limit = std::max(bytes / HBM, flops / PEAK) * 1e3;
+        const double floor_ms = read_floor_ms(bytes);
+        alt += ",\"read_floor_ms\":" + jnum(floor_ms) + ",\"read_floor_frac_of_limit\":" + jnum(limit / floor_ms, 3);
         std::printf(
             "{\"bench\":\"mlp\",\"model\":\"%s\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"batch\":%d,\"density\":%g,\"k\":%d,\"d\":%d,"
             "\"ffn\":%d,\"ms\":%s,\"fc1_ms\":%s,\"fc2_ms\":%s,\"dense_ms\":%s,\"speedup_vs_dense\":%s,\"bytes\":%.0f,\"flops\":%.0f,"
             "\"gbps\":%s,\"limit_ms\":%s,\"frac_of_limit\":%s,\"path\":\"%s\"%s}\n",
             M.name, g_gpu.c_str(), dtname(g_dt), m, dens, k, M.d, M.ffn, jnum(ms).c_str(), jnum(fc1).c_str(), jnum(fc2).c_str(),
             jnum(dense).c_str(), jnum(dense > 0 ? dense / ms : 0, 3).c_str(), bytes, flops, jnum(bytes / ms / 1e6, 1).c_str(),
-            jnum(limit).c_str(), jnum(limit / ms, 3).c_str(), (g_wgmma && m > 64) ? "wgmma" : "mma", alt.c_str());
+            jnum(limit).c_str(), jnum(limit / ms, 3).c_str(), g_wgmma ? "auto" : "mma", alt.c_str());
         std::fflush(stdout);
         std::fprintf(stderr, "mlp  %-8s M=%-3d dens=%-4g k=%-5d %8.4f ms  %6.0f GB/s  %5.1f%% of limit  dense %.4f ms (x%.2f)\n", M.name, m,
                      dens, k, ms, bytes / ms / 1e6, 100 * limit / ms, dense, dense > 0 ? dense / ms : 0);
@@ -309,8 +338,8 @@ static void bench_sweep() {
     const char* name;
     int d, ffn, m;
     double dens;
-  } pts[] = {{"opt-66b", 9216, 36864, 1, 0.5},  {"opt-66b", 9216, 36864, 64, 0.5}, {"opt-66b", 9216, 36864, 256, 0.5},
-             {"opt-66b", 9216, 36864, 16, 0.05}, {"opt-6.7b", 4096, 16384, 16, 0.25}, {"opt-6.7b", 4096, 16384, 256, 0.25}};
+  } pts[] = {{"opt-6.7b", 4096, 16384, 256, 0.05}, {"opt-66b", 9216, 36864, 256, 0.1}, {"opt-66b", 9216, 36864, 256, 0.5},
+             {"opt-66b", 9216, 36864, 64, 0.05},   {"opt-66b", 9216, 36864, 16, 0.5},  {"opt-6.7b", 4096, 16384, 256, 0.25}};
   for (const Pt& P : pts) {
     MlpBufs B(P.d, P.ffn, P.m);
     const int k = (int)std::ceil(P.ffn * P.dens / 128) * 128;
@@ -322,13 +351,15 @@ static void bench_sweep() {
       int impl, splits, stages;
       double pen;
     };
-    std::vector<Var> vars = {{"auto", POLAR_IMPL_AUTO, 0, 3, 1.0}, {"store", POLAR_IMPL_AUTO, 0, 3, 1.0},
-                             {"pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25}, {"pen4", POLAR_IMPL_AUTO, 0, 3, 4.0},
-                             {"pen16", POLAR_IMPL_AUTO, 0, 3, 16.0}};
-    if (g_wgmma) vars.push_back({P.m > 64 ? "mma" : "wgmma", P.m > 64 ? POLAR_IMPL_MMA : POLAR_IMPL_WGMMA, 0, 3, 1.0});
+    std::vector<Var> vars = {{"auto", POLAR_IMPL_AUTO, 0, 3, 1.0}, {"pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25},
+                             {"pen4", POLAR_IMPL_AUTO, 0, 3, 4.0}, {"s1", POLAR_IMPL_AUTO, 1, 3, 1.0},
+                             {"s2", POLAR_IMPL_AUTO, 2, 3, 1.0},     {"s4", POLAR_IMPL_AUTO, 4, 3, 1.0}};
+    if (g_wgmma) {
+      vars.push_back({"mma", POLAR_IMPL_MMA, 0, 3, 1.0});
+      vars.push_back({"wgmma", POLAR_IMPL_WGMMA, 0, 3, 1.0});
+    }
     for (const Var& v : vars) {
       polar_cuda_set_tuning(v.stages, v.pen);
-      polar_cuda_set_reduce_atomic(v.name != "store");
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;
       mlp_params(B, P.m, k, true, v.impl, &p1, &p2);
@@ -347,7 +378,6 @@ static void bench_sweep() {
       std::fflush(stdout);
     }
     polar_cuda_set_tuning(3, 1.0);
-    polar_cuda_set_reduce_atomic(1);
   }
 }
 
@@ -456,6 +486,16 @@ static void bench_attn(bool gqa) {
         std::snprintf(tag, sizeof tag, "%s B=%d S=%d top=%d", M.name, B, S, top);
         verify_attn(A, top, idx, tag);
         const double ms = time_ms([&] { PK(polar_cuda_attn_decode(&p)); });
+        if (g_sweep && !gqa && B == 16) {  // split-K over the context (0 = the planner's choice)
+          for (int sp : {0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 30}) {
+            polar_cuda_attn_params q = p;
+            q.splits = sp;
+            if (polar_cuda_attn_workspace(&q) > A.ws.bytes) continue;
+            std::printf("{\"bench\":\"sweep_attn\",\"model\":\"%s\",\"batch\":%d,\"seq\":%d,\"kept\":%d,\"splits\":%d,\"ms\":%s}\n", M.name, B,
+                        S, top, sp, jnum(time_ms([&] { PK(polar_cuda_attn_decode(&q)); })).c_str());
+          }
+          std::fflush(stdout);
+        }
         const int hpg = M.hq / M.hkv;
         const double bytes = 2.0 * B * S * top * 128 * 2 + 2.0 * B * top * hpg * 128 * 2 + (double)B * M.hq * 128 * 2 + B * top * 4.0;
         const double flops = 4.0 * B * S * top * hpg * 128;
@@ -530,9 +570,10 @@ static void bench_block() {
     p.w = hr_w.p; p.b = hr_b.p; p.out_idx = (int32_t*)hidx.p; p.ld_idx = top; p.workspace = ws.p; p.workspace_bytes = ws.bytes;
     PK(polar_cuda_head_router(&p));
   };
+  int router_k = k;  // 0: scores only (the top-k kernel returns at once), to time the selection apart
   auto mlp_router = [&] {
     polar_cuda_mlp_router_params p{};
-    p.dtype = g_dt; p.m = B; p.d = d; p.rank = rank; p.ffn = ffn; p.k = k; p.x = o.p; p.ldx = d; p.fc1 = mr1.p; p.fc2 = mr2.p;
+    p.dtype = g_dt; p.m = B; p.d = d; p.rank = rank; p.ffn = ffn; p.k = router_k; p.x = o.p; p.ldx = d; p.fc1 = mr1.p; p.fc2 = mr2.p;
     p.score = POLAR_CUDA_SCORE_LOGIT; p.out_idx = (int32_t*)midx.p; p.workspace = ws.p; p.workspace_bytes = ws.bytes;
     PK(polar_cuda_mlp_router(&p));
   };
@@ -572,6 +613,18 @@ static void bench_block() {
   const double t_hr = time_ms(head_router), t_mr = time_ms(mlp_router), t_qkv = time_ms(qkv_proj), t_o = time_ms(o_proj);
   const double t_as = time_ms([&] { attn(true); }), t_ad = time_ms([&] { attn(false); });
   const double t_ms = time_ms(mlp_sparse), t_md = time_ms(mlp_dense);
+  router_k = 0;
+  const double t_mr_scores = time_ms(mlp_router);
+  router_k = k;
+  if (g_sweep) {  // head router split-K (polar_cuda_set_router_splits; 0 = default heuristic)
+    for (int sp : {0, 1, 4, 9, 18, 36, 72, 144}) {
+      polar_cuda_set_router_splits(sp);
+      std::printf("{\"bench\":\"sweep_head_router\",\"model\":\"opt-66b\",\"batch\":%d,\"splits\":%d,\"ms\":%s}\n", B, sp,
+                  jnum(time_ms(head_router)).c_str());
+    }
+    polar_cuda_set_router_splits(0);
+    std::fflush(stdout);
+  }
   const double sparse_core = time_ms([&] {
     head_router();
     attn(true);
@@ -599,11 +652,11 @@ static void bench_block() {
   std::printf(
       "{\"bench\":\"block\",\"model\":\"opt-66b\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"batch\":%d,\"seq\":%d,\"head_density\":%g,\"kept_heads\":%d,"
       "\"mlp_density\":%g,\"k\":%d,\"router_rank\":%d,\"attn_mlp_sparse_ms\":%s,\"attn_mlp_dense_ms\":%s,\"attn_mlp_speedup\":%s,"
-      "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,"
+      "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
       g_gpu.c_str(), dtname(g_dt), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
-      jnum(t_hr).c_str(), jnum(t_mr).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
+      jnum(t_hr).c_str(), jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());
   std::fflush(stdout);
   std::fprintf(stderr, "block opt-66b B=64 S=1920: attn+MLP sparse %.4f ms vs dense %.4f ms (x%.2f); with QKV/out proj %.4f vs %.4f (x%.2f)\n",
@@ -616,7 +669,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") g_quick = true;
-    else if (a == "--sweep") sweep = true;
+    else if (a == "--sweep") sweep = g_sweep = true;
     else if (a == "--dtype" && i + 1 < argc) g_dt = std::string(argv[++i]) == "bf16" ? POLAR_BF16 : POLAR_F16;
     else if (a == "--only" && i + 1 < argc) {
       std::string s = argv[++i];

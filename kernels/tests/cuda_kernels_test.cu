@@ -321,12 +321,13 @@ static bool topk_valid(const std::vector<double>& score, const std::vector<int32
   return k == 0 || k == (int)score.size() || minin >= maxout - tol;
 }
 
-static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int k, int score, uint64_t seed) {
+// ties: fc2 = 0, so every score is 0 and the selection must be the k lowest indices
+static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int k, int score, uint64_t seed, bool ties = false) {
   Rng r(seed);
   T16 x(dt, (size_t)m * d), f1(dt, (size_t)rank * d), f2(dt, (size_t)ffn * rank);
   x.fill_normal(r, 1.0);
   f1.fill_normal(r, 1.0 / std::sqrt((double)d));
-  f2.fill_normal(r, 1.0 / std::sqrt((double)rank));
+  f2.fill_normal(r, ties ? 0.0 : 1.0 / std::sqrt((double)rank));
   x.upload();
   f1.upload();
   f2.upload();
@@ -344,9 +345,23 @@ static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int
   std::vector<float> sc(ffn);
   if (k) CK(cudaMemcpy(sel.data(), didx.d, k * 4, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(sc.data(), dsc.d, ffn * 4, cudaMemcpyDeviceToHost));
-  // reference: h rounded to the dtype (the kernel's documented precision), scores in double
+  // reference, SIGMOID: h rounded to the dtype per token (the kernel's documented precision), scores in
+  // double; LOGIT: the kernel sums the tokens first (the router is linear), everything in fp32, so the
+  // reference is fc2 . (fc1 . sum_t x[t]) in double
   std::vector<double> ref(ffn, 0.0);
   std::vector<float> hh((size_t)m * rank);
+  if (score == POLAR_CUDA_SCORE_LOGIT) {
+    std::vector<double> xs(d, 0.0), hs(rank, 0.0);
+    for (int t = 0; t < m; ++t)
+      for (int i = 0; i < d; ++i) xs[i] += x.h[(size_t)t * d + i];
+    for (int q = 0; q < rank; ++q)
+      for (int i = 0; i < d; ++i) hs[q] += xs[i] * f1.h[(size_t)q * d + i];
+    parallel_for(ffn, [&](int f) {
+      double a = 0;
+      for (int q = 0; q < rank; ++q) a += hs[q] * f2.h[(size_t)f * rank + q];
+      ref[f] = a;
+    });
+  } else {
   for (int t = 0; t < m; ++t)
     for (int q = 0; q < rank; ++q) {
       double s = 0;
@@ -362,6 +377,7 @@ static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int
     }
     ref[f] = a;
   });
+  }
   double err = 0, mx = 0;
   for (int f = 0; f < ffn; ++f) {
     err = std::max(err, std::fabs(sc[f] - ref[f]));
@@ -375,6 +391,16 @@ static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int
   // top-k over the kernel's own scores must be exact; over the reference within tolerance
   std::vector<double> scd(sc.begin(), sc.end());
   report(topk_valid(scd, sel, k, 0.0), std::string("topk ") + tag, 0, 0);
+  if (ties) {
+    bool low = true;
+    for (int i = 0; i < k; ++i) low &= sel[i] == i;
+    report(low, std::string("topk ties take the lowest indices ") + tag, 0, 0);
+  }
+  std::vector<unsigned char> wb(ws.bytes);  // the workspace must come back zero-filled
+  CK(cudaMemcpy(wb.data(), ws.d, wb.size(), cudaMemcpyDeviceToHost));
+  size_t nz = 0;
+  for (unsigned char v : wb) nz += v != 0;
+  report(nz == 0, std::string("workspace-zeroed ") + tag, (double)nz, 0);
 }
 
 static void test_head_router(polar_dtype dt, int m, int d, int hq, int hkv, bool per_head, int k, uint64_t seed) {
@@ -522,6 +548,10 @@ int main(int argc, char** argv) {
   for (polar_dtype dt : dts) {
     test_mlp_router(dt, 1, 256, 64, 1000, 100, POLAR_CUDA_SCORE_LOGIT, seed++);
     test_mlp_router(dt, 7, 128, 32, 520, 1, POLAR_CUDA_SCORE_SIGMOID, seed++);
+    test_mlp_router(dt, 33, 2056, 1040, 777, 50, POLAR_CUDA_SCORE_LOGIT, seed++);  // split GEMV segments, partial token block
+    test_mlp_router(dt, 5, 256, 64, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // multi-CTA select (36 CTAs)
+    test_mlp_router(dt, 3, 128, 32, 20000, 777, POLAR_CUDA_SCORE_LOGIT, seed++, true);  // all ties, multi-CTA
+    test_mlp_router(dt, 3, 128, 32, 300, 7, POLAR_CUDA_SCORE_SIGMOID, seed++, true);     // all ties, one CTA
     if (!g_quick) {
       test_mlp_router(dt, 64, 512, 128, 4096, 2048, POLAR_CUDA_SCORE_LOGIT, seed++);
       test_mlp_router(dt, 100, 256, 64, 3000, 3000, POLAR_CUDA_SCORE_SIGMOID, seed++);

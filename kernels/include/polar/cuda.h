@@ -171,6 +171,8 @@ int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, s
 void polar_cuda_set_tuning(int mma_stages, double split_penalty);
 // Experimental: split-K reduction by fp32 atomics into one tile (1, default) or by plain partial stores (0).
 void polar_cuda_set_reduce_atomic(int on);
+// Split-K count of the head router's GEMM (0 = the default heuristic: about 4 K chunks of 64 per CTA).
+void polar_cuda_set_router_splits(int splits);
 
 #ifdef __cplusplus
 }
