@@ -52,6 +52,10 @@ struct Loader {
   const T* brow[B_ITERS];
   bool bval[B_ITERS];
   int tid, f0;
+  // A_COLS: the row indices of the next chunk to load, fetched one main-loop step early (prefetch_rows)
+  // so that the copies of that chunk do not wait for an L2 round trip on idx (ncu: fc2's top stall)
+  int pre_rows[AMODE == A_COLS ? A_ITERS : 1];
+  int pre_c = -1;
 
   __device__ __forceinline__ Loader(const GemmArgs& g, int f0_, int m0, int tid_) : tid(tid_), f0(f0_) {
     const T* A = static_cast<const T*>(g.A);
@@ -102,10 +106,11 @@ struct Loader {
       // all of this chunk's row indices first: the copies below are asm volatile with a memory clobber, so a
       // load placed between them would be issued (and waited for) one at a time
       int rows[A_ITERS];
+      if (pre_c == c) {
 #pragma unroll
-      for (int i = 0; i < A_ITERS; ++i) {
-        const int j = k0 + (tid >> 4) + i * (NT / 16);
-        rows[i] = j < g.K ? (g.idx ? __ldg(g.idx + j) : j) : -1;
+        for (int i = 0; i < A_ITERS; ++i) rows[i] = pre_rows[i];
+      } else {
+        fetch_rows(g, c, rows);
       }
 #pragma unroll
       for (int i = 0; i < A_ITERS; ++i) {
@@ -114,6 +119,20 @@ struct Loader {
         cp_async16_pf256(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
       }
     }
+  }
+  __device__ __forceinline__ void fetch_rows(const GemmArgs& g, int c, int* rows) const {
+    const int k0 = c * BK;
+#pragma unroll
+    for (int i = 0; i < A_ITERS; ++i) {
+      const int j = k0 + (tid >> 4) + i * (NT / 16);
+      rows[i] = j < g.K ? (g.idx ? __ldg(g.idx + j) : j) : -1;
+    }
+  }
+  // A_COLS: start fetching chunk c's row indices now (used by the load_a of c, a main-loop step later)
+  __device__ __forceinline__ void prefetch_rows(const GemmArgs& g, int c) {
+    if (AMODE != A_COLS) return;
+    fetch_rows(g, c, pre_rows);
+    pre_c = c;
   }
   __device__ __forceinline__ void load_b(const GemmArgs& g, uint32_t sb, int c) const {
     const int k0 = c * BK;
@@ -316,9 +335,12 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
 }
 
 // ---- mma.sync path ---------------------------------------------------------------------------------
-template <typename T, int AMODE, int NB, int ST>
-__global__ void __launch_bounds__(128) sel_gemm_mma_kernel(const GemmArgs g) {
+// NW = 4 warps x 32 features (2 m-tiles each) or 8 warps x 16 features (more warps to hide the per-chunk
+// latencies: ncu showed ~0.4 eligible warps per scheduler at batch 64)
+template <typename T, int AMODE, int NB, int ST, int NW = 4>
+__global__ void __launch_bounds__(NW * 32) sel_gemm_mma_kernel(const GemmArgs g) {
   using C = Cfg<NB, false, ST>;
+  constexpr int MT = 8 / NW;  // 16-feature m-tiles per warp
   extern __shared__ __align__(128) char smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int f0 = blockIdx.x * BM, m0 = blockIdx.z * NB;
@@ -327,18 +349,19 @@ __global__ void __launch_bounds__(128) sel_gemm_mma_kernel(const GemmArgs g) {
   const uint32_t sbase = smem_u32(smem);
 
   constexpr int NT8 = NB / 8;
-  float acc[2][NT8][4];
+  float acc[MT][NT8][4];
 #pragma unroll
-  for (int a = 0; a < 2; ++a)
+  for (int a = 0; a < MT; ++a)
 #pragma unroll
     for (int b = 0; b < NT8; ++b)
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.f;
 
   if (AMODE == A_ROWS) griddep_wait_and_release();  // the loader reads idx
-  Loader<T, AMODE, NB, 128> ld(g, f0, m0, tid);
+  Loader<T, AMODE, NB, NW * 32> ld(g, f0, m0, tid);
   const int nloc = c_end - c_begin, rot = chunk_rotation(nloc);
   gemm_prologue<AMODE, C::STAGES, C::STAGE_BYTES, C::A_BYTES>(g, ld, sbase, c_begin, nloc, rot);
+  if (C::STAGES - 1 < nloc) ld.prefetch_rows(g, chunk_of(C::STAGES - 1, c_begin, nloc, rot));
   for (int i = 0; i < nloc; ++i) {
     cp_async_wait<C::STAGES - 2>();
     __syncthreads();
@@ -349,21 +372,22 @@ __global__ void __launch_bounds__(128) sel_gemm_mma_kernel(const GemmArgs g) {
         ld.load(g, st, st + C::A_BYTES, chunk_of(in, c_begin, nloc, rot));
       }
       cp_async_commit();
+      if (in + 1 < nloc) ld.prefetch_rows(g, chunk_of(in + 1, c_begin, nloc, rot));
     }
     const uint32_t sa = sbase + (i % C::STAGES) * C::STAGE_BYTES;
     const uint32_t sb = sa + C::A_BYTES;
 #pragma unroll
     for (int ks = 0; ks < BK / 16; ++ks) {
-      uint32_t af[2][4];
+      uint32_t af[MT][4];
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) load_afrag<AMODE>(sa, warp * 32 + mt * 16, ks, lane, af[mt]);
+      for (int mt = 0; mt < MT; ++mt) load_afrag<AMODE>(sa, warp * (16 * MT) + mt * 16, ks, lane, af[mt]);
       if (NB == 8) {
         const int n = lane & 7;
         const int ch = ks * 2 + ((lane >> 3) & 1);
         uint32_t b0, b1;
         ldsm_x2(sb + n * 128 + ((ch ^ (n & 7)) << 4), b0, b1);
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) mma16816<T>(acc[mt][0], af[mt], b0, b1);
+        for (int mt = 0; mt < MT; ++mt) mma16816<T>(acc[mt][0], af[mt], b0, b1);
       } else {
 #pragma unroll
         for (int np = 0; np < NB / 16; ++np) {
@@ -373,7 +397,7 @@ __global__ void __launch_bounds__(128) sel_gemm_mma_kernel(const GemmArgs g) {
           uint32_t b0, b1, b2, b3;
           ldsm_x4(sb + n * 128 + ((ch ^ (n & 7)) << 4), b0, b1, b2, b3);
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
+          for (int mt = 0; mt < MT; ++mt) {
             mma16816<T>(acc[mt][2 * np], af[mt], b0, b1);
             mma16816<T>(acc[mt][2 * np + 1], af[mt], b2, b3);
           }
@@ -385,17 +409,17 @@ __global__ void __launch_bounds__(128) sel_gemm_mma_kernel(const GemmArgs g) {
   __syncthreads();
   float* S = reinterpret_cast<float*>(smem);
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int nt = 0; nt < NT8; ++nt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int f = warp * 32 + mt * 16 + (lane >> 2) + ((i >> 1) << 3);
+        const int f = warp * (16 * MT) + mt * 16 + (lane >> 2) + ((i >> 1) << 3);
         const int n = nt * 8 + (lane & 3) * 2 + (i & 1);
         S[n * SLD + f] = acc[mt][nt][i];
       }
   __syncthreads();
-  gemm_epilogue<T, NB, 128>(g, S, f0, m0);
+  gemm_epilogue<T, NB, NW * 32>(g, S, f0, m0);
 }
 
 // ---- wgmma path (sm_90a) ---------------------------------------------------------------------------
@@ -426,6 +450,7 @@ __global__ void __launch_bounds__(256, 1) sel_gemm_wgmma_kernel(const GemmArgs g
   Loader<T, AMODE, NB, 256> ld(g, f0, m0, tid);
   const int nloc = c_end - c_begin, rot = chunk_rotation(nloc);
   gemm_prologue<AMODE, C::STAGES, C::STAGE_BYTES, C::A_BYTES>(g, ld, sbase, c_begin, nloc, rot);
+  if (C::STAGES - 1 < nloc) ld.prefetch_rows(g, chunk_of(C::STAGES - 1, c_begin, nloc, rot));
   for (int i = 0; i < nloc; ++i) {
     cp_async_wait<C::STAGES - 2>();
     // cp.async wrote through the generic proxy; wgmma reads through the async proxy
@@ -447,6 +472,7 @@ __global__ void __launch_bounds__(256, 1) sel_gemm_wgmma_kernel(const GemmArgs g
         ld.load(g, st, st + C::A_BYTES, chunk_of(in, c_begin, nloc, rot));
       }
       cp_async_commit();
+      if (in + 1 < nloc) ld.prefetch_rows(g, chunk_of(in + 1, c_begin, nloc, rot));
     }
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   }
@@ -476,18 +502,19 @@ struct KInfo {
   int stages;
 };
 
-template <typename T, int AMODE, int ST>
+template <typename T, int AMODE, int ST, int NW>
 KInfo pick_mma(int nb) {
+  constexpr int NT = NW * 32;
   switch (nb) {
-    case 8: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 8, ST>, Cfg<8, false, ST>::SMEM, 128, 8, false, ST};
-    case 16: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 16, ST>, Cfg<16, false, ST>::SMEM, 128, 16, false, ST};
-    case 32: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 32, ST>, Cfg<32, false, ST>::SMEM, 128, 32, false, ST};
-    default: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 64, ST>, Cfg<64, false, ST>::SMEM, 128, 64, false, ST};
+    case 8: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 8, ST, NW>, Cfg<8, false, ST>::SMEM, NT, 8, false, ST};
+    case 16: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 16, ST, NW>, Cfg<16, false, ST>::SMEM, NT, 16, false, ST};
+    case 32: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 32, ST, NW>, Cfg<32, false, ST>::SMEM, NT, 32, false, ST};
+    default: return {(const void*)sel_gemm_mma_kernel<T, AMODE, 64, ST, NW>, Cfg<64, false, ST>::SMEM, NT, 64, false, ST};
   }
 }
 
 template <typename T, int AMODE>
-KInfo pick_kernel(bool wg, int nb, int mma_stages) {
+KInfo pick_kernel(bool wg, int nb, int mma_stages, int mma_warps) {
   if (wg) {
     switch (nb) {
       case 64: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 64>, Cfg<64, true>::SMEM, 256, 64, true, Cfg<64, true>::STAGES};
@@ -495,12 +522,16 @@ KInfo pick_kernel(bool wg, int nb, int mma_stages) {
       default: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256>, Cfg<256, true>::SMEM, 256, 256, true, Cfg<256, true>::STAGES};
     }
   }
-  return mma_stages == 3 ? pick_mma<T, AMODE, 3>(nb) : pick_mma<T, AMODE, 4>(nb);
+  if (mma_stages == 4) return pick_mma<T, AMODE, 4, 4>(nb);
+  // 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64: 2-5% faster
+  // on the H100 at batch 64, up to 25% at batch 256); 4 warps below (8 were ~1% slower at batch 16)
+  const int w = mma_warps > 0 ? mma_warps : (nb >= 64 ? 8 : 4);
+  return w == 8 ? pick_mma<T, AMODE, 3, 8>(nb) : pick_mma<T, AMODE, 3, 4>(nb);
 }
 
 template <typename T>
-KInfo pick_t(int amode, bool wg, int nb, int mma_stages) {
-  return amode == A_ROWS ? pick_kernel<T, A_ROWS>(wg, nb, mma_stages) : pick_kernel<T, A_COLS>(wg, nb, mma_stages);
+KInfo pick_t(int amode, bool wg, int nb, int mma_stages, int mma_warps) {
+  return amode == A_ROWS ? pick_kernel<T, A_ROWS>(wg, nb, mma_stages, mma_warps) : pick_kernel<T, A_COLS>(wg, nb, mma_stages, mma_warps);
 }
 
 std::mutex g_occ_mu;
@@ -575,6 +606,7 @@ double env_double(const char* name, double dflt) {
   return v && *v ? std::atof(v) : dflt;
 }
 int g_mma_stages = -1;
+int g_mma_warps = -1;
 double g_split_pen = -1;
 bool g_pdl = std::getenv("POLAR_CUDA_NO_PDL") == nullptr;
 // split-K reduction: fp32 atomics into one tile (default), or plain partial stores summed by the last CTA
@@ -583,17 +615,22 @@ int g_reduce_atomic = std::getenv("POLAR_CUDA_STORE_REDUCE") == nullptr;
 void tuning_init() {
   if (g_mma_stages < 0) g_mma_stages = env_int("POLAR_CUDA_MMA_STAGES", 3) == 4 ? 4 : 3;
   if (g_split_pen < 0) g_split_pen = env_double("POLAR_CUDA_SPLIT_PENALTY", 1.0);
+  if (g_mma_warps < 0) {  // 0 = by batch tile (see pick_kernel)
+    const int w = env_int("POLAR_CUDA_MMA_WARPS", 0);
+    g_mma_warps = w == 4 || w == 8 ? w : 0;
+  }
 }
 }  // namespace
 
 // Path choice on sm_90 (POLAR_IMPL_AUTO), from per-fc times measured on an H100 (docs/benchmarks.md):
 // wgmma (1 CTA/SM, 6 stages, nb = 64) beat mma.sync (3-4 CTAs/SM) for fc1 at batch 17-64 up to ~150 MB of
 // gathered weights (opt-6.7b batch 64, density 1: 0.064 vs 0.085 ms) and at batch 9-16 up to ~50 MB, and
-// for fc2 at batch 17-64 up to ~40 MB; above that mma.sync streamed better. Batch > 64 always takes wgmma
-// (nb = 128/256). A wgmma loop that kept one MMA group in flight (A from shared memory) measured the same as
+// for fc2 at batch 17-64 up to ~40 MB; above that mma.sync streamed better. Batch > 64 takes wgmma
+// (nb = 128/256) except for small gathers (opt-6.7b batch 256 at 5%: mma.sync 0.035 + 0.023 ms vs wgmma
+// 0.045 + 0.033, where each wgmma split CTA adds a 128 KB fp32 tile). A wgmma loop that kept one MMA group in flight (A from shared memory) measured the same as
 // this one at batch 256 (the loop is not bound by the MMA wait there), so it was not kept.
 bool auto_wgmma(int amode, int M, double a_bytes) {
-  if (M > 64) return true;
+  if (M > 64) return a_bytes > 16e6;  // small gathers at batch > 64: mma.sync (8 warps, nb = 64 x 4 tiles)
   if (M <= 8) return false;
   if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6);
   return M > 16 && a_bytes <= 40e6;
@@ -619,7 +656,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   const int mma_stages = g_mma_stages;
   KInfo k{};
   if (with_dtype(dt, who, [&](auto t) {
-        k = pick_t<decltype(t)>(amode, wg, nb, mma_stages);
+        k = pick_t<decltype(t)>(amode, wg, nb, mma_stages, g_mma_warps);
         return 0;
       }))
     return -1;
@@ -679,7 +716,7 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
 int gemm_describe(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, char* buf, size_t n, const char* who) {
   GemmPlan pl;
   if (gemm_plan(dt, amode, g, impl, splits_req, &pl, who)) return -1;
-  std::snprintf(buf, n, "%s nb=%d stages=%d grid=%dx%dx%d chunks/cta=%d ctas/sm=%d ws=%zu reduce=%s", pl.k.wg ? "wgmma" : "mma",
+  std::snprintf(buf, n, "%s%s nb=%d stages=%d grid=%dx%dx%d chunks/cta=%d ctas/sm=%d ws=%zu reduce=%s", pl.k.wg ? "wgmma" : "mma", !pl.k.wg && pl.k.nt == 256 ? "-8w" : "",
                 pl.k.nb, pl.k.stages, pl.tilesF, pl.splits, pl.tilesM, g.cps, pl.occ, pl.bytes, g_reduce_atomic ? "atomic" : "store");
   return 0;
 }
@@ -773,6 +810,10 @@ extern "C" int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, c
 }
 
 extern "C" void polar_cuda_set_reduce_atomic(int on) { polar_cuda::g_reduce_atomic = on ? 1 : 0; }
+extern "C" void polar_cuda_set_mma_warps(int warps) {
+  polar_cuda::tuning_init();
+  polar_cuda::g_mma_warps = warps == 4 || warps == 8 ? warps : 0;
+}
 extern "C" void polar_cuda_set_tuning(int mma_stages, double split_penalty) {
   polar_cuda::tuning_init();
   if (mma_stages == 3 || mma_stages == 4) polar_cuda::g_mma_stages = mma_stages;

@@ -23,6 +23,8 @@ static polar_dtype g_dt = POLAR_F16;
 static std::string g_gpu;
 static bool g_quick = false;
 static bool g_sweep = false;
+// --mlp-point MODEL:BATCH:DENSITY runs only that selective-MLP point, once, untimed (for ncu/nsys)
+static std::string g_point;
 static bool g_wgmma = false;
 static int g_fail = 0;
 
@@ -250,7 +252,7 @@ static double read_floor_ms(double bytes) {
 }
 
 static void bench_mlp() {
-  Dev rb((size_t)1500 << 20);
+  Dev rb(g_point.empty() ? (size_t)1500 << 20 : 64);
   CK(cudaMemset(rb.p, 0, rb.bytes));
   g_read_buf = &rb;
   struct Model {
@@ -263,10 +265,34 @@ static void bench_mlp() {
     MlpBufs B(M.d, M.ffn, 256);
     for (int m : {1, 16, 64, 256}) {
       if (g_quick && m != 64) continue;
+      if (!g_point.empty() && g_point.rfind(std::string(M.name) + ":" + std::to_string(m) + ":", 0) != 0) continue;
       double dense = -1;
-      if (lt) dense = time_ms([&] { dense_mlp(B, m); });
+      if (lt && g_point.empty()) dense = time_ms([&] { dense_mlp(B, m); });
       for (double dens : {0.05, 0.1, 0.25, 0.5, 1.0}) {
         if (g_quick && dens != 0.25) continue;
+        if (!g_point.empty()) {  // profile mode: fc1 + fc2 of this point, 3 times, nothing else
+          char want[96];
+          std::snprintf(want, sizeof want, "%s:%d:%g", M.name, m, dens);
+          if (g_point != want) continue;
+          const int kk = (int)std::ceil(M.ffn * dens / 128) * 128;
+          Rng rr(1000 + m + kk);
+          const std::vector<int32_t> ix = rand_sorted_subset(rr, M.ffn, kk);
+          CK(cudaMemcpy(B.idx.p, ix.data(), kk * 4, cudaMemcpyHostToDevice));
+          polar_cuda_sel_fc1_params q1;
+          polar_cuda_sel_fc2_params q2;
+          mlp_params(B, m, kk, true, POLAR_IMPL_AUTO, &q1, &q2);
+          for (int rep = 0; rep < 3; ++rep) {
+            CK(cudaMemsetAsync(g_flush->p, rep, g_flush->bytes));
+            PK(polar_cuda_sel_fc1(&q1));
+            PK(polar_cuda_sel_fc2(&q2));
+          }
+          CK(cudaDeviceSynchronize());
+          char d1[160], d2[160];
+          polar_cuda_sel_fc1_describe(&q1, d1, sizeof d1);
+          polar_cuda_sel_fc2_describe(&q2, d2, sizeof d2);
+          std::fprintf(stderr, "point %s: fc1 %s | fc2 %s\n", want, d1, d2);
+          continue;
+        }
         const int k = (int)std::ceil(M.ffn * dens / 128) * 128;
         Rng r(1000 + m + k);
         const std::vector<int32_t> idx = rand_sorted_subset(r, M.ffn, k);
@@ -338,8 +364,8 @@ static void bench_sweep() {
     const char* name;
     int d, ffn, m;
     double dens;
-  } pts[] = {{"opt-6.7b", 4096, 16384, 256, 0.05}, {"opt-66b", 9216, 36864, 256, 0.1}, {"opt-66b", 9216, 36864, 256, 0.5},
-             {"opt-66b", 9216, 36864, 64, 0.05},   {"opt-66b", 9216, 36864, 16, 0.5},  {"opt-6.7b", 4096, 16384, 256, 0.25}};
+  } pts[] = {{"opt-6.7b", 4096, 16384, 256, 0.05}, {"opt-66b", 9216, 36864, 1, 0.25}, {"opt-66b", 9216, 36864, 256, 0.5},
+             {"opt-66b", 9216, 36864, 64, 0.05},   {"opt-66b", 9216, 36864, 16, 0.5},  {"opt-66b", 9216, 36864, 64, 0.5}};
   for (const Pt& P : pts) {
     MlpBufs B(P.d, P.ffn, P.m);
     const int k = (int)std::ceil(P.ffn * P.dens / 128) * 128;
@@ -358,8 +384,11 @@ static void bench_sweep() {
       vars.push_back({"mma", POLAR_IMPL_MMA, 0, 3, 1.0});
       vars.push_back({"wgmma", POLAR_IMPL_WGMMA, 0, 3, 1.0});
     }
+    vars.push_back({"mma-8w", POLAR_IMPL_MMA, 0, 3, 1.0});
+    vars.push_back({"mma-4w", POLAR_IMPL_MMA, 0, 3, 1.0});
     for (const Var& v : vars) {
       polar_cuda_set_tuning(v.stages, v.pen);
+      polar_cuda_set_mma_warps(v.name.find("8w") != std::string::npos ? 8 : v.name.find("4w") != std::string::npos ? 4 : 0);
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;
       mlp_params(B, P.m, k, true, v.impl, &p1, &p2);
@@ -378,6 +407,7 @@ static void bench_sweep() {
       std::fflush(stdout);
     }
     polar_cuda_set_tuning(3, 1.0);
+    polar_cuda_set_mma_warps(0);
   }
 }
 
@@ -670,6 +700,7 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--quick") g_quick = true;
     else if (a == "--sweep") sweep = g_sweep = true;
+    else if (a == "--mlp-point" && i + 1 < argc) g_point = argv[++i];
     else if (a == "--dtype" && i + 1 < argc) g_dt = std::string(argv[++i]) == "bf16" ? POLAR_BF16 : POLAR_F16;
     else if (a == "--only" && i + 1 < argc) {
       std::string s = argv[++i];

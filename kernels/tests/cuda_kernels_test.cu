@@ -531,6 +531,13 @@ int main(int argc, char** argv) {
       for (int impl : impls) test_mlp(dt, c, impl, 3, true, true, false, seed++);
   polar_cuda_set_reduce_atomic(1);
   polar_cuda_set_tuning(3, -1);
+  for (int w : {4, 8}) {  // both mma.sync CTA shapes at every batch tile (the default picks by tile)
+    polar_cuda_set_mma_warps(w);
+    for (polar_dtype dt : dts)
+      for (const MlpCase& c : mlp)
+        for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_MMA, splits, true, (seed & 1) == 0, false, seed++);
+  }
+  polar_cuda_set_mma_warps(0);
   for (polar_dtype dt : dts) {
     test_mlp(dt, {7, 256, 128, 128}, POLAR_IMPL_AUTO, 0, true, true, true, seed++);       // idx NULL (dense fc1/fc2)
     if (!g_quick) test_mlp(dt, {130, 4096, 8192, 1024}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);  // model-sized d

@@ -171,6 +171,9 @@ int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, s
 void polar_cuda_set_tuning(int mma_stages, double split_penalty);
 // Experimental: split-K reduction by fp32 atomics into one tile (1, default) or by plain partial stores (0).
 void polar_cuda_set_reduce_atomic(int on);
+// Experimental: warps per CTA of the 3-stage mma.sync path (4: 32 features each; 8: 16 each; 0: by batch
+// tile, the default: 8 at nb = 64, else 4).
+void polar_cuda_set_mma_warps(int warps);
 // Split-K count of the head router's GEMM (0 = the default heuristic: about 4 K chunks of 64 per CTA).
 void polar_cuda_set_router_splits(int splits);
 
