@@ -580,10 +580,10 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen) {
     if (cdiv(nchunks, cps) != s) continue;
     const double waves = (double)cdiv(tiles * s, slots);
     // a split CTA also adds its [nb x 128] fp32 tile into the workspace and the last one re-reads it:
-    // charged as 16 chunk-equivalents whatever nb (the H100 sweep: fewer splits than a cheaper charge
-    // chose were up to 40% faster, e.g. opt-6.7b fc2 at batch 256 and 5%, and never measurably slower)
-    (void)nb;
-    const double cost = waves * (cps + 2.0 + (s > 1 ? pen * 16.0 : 0.0));
+    // charged as nb/4 chunk-equivalents, at most 16 (H100 sweep: at nb >= 64 a charge of 16 chose fewer
+    // splits that were up to 40% faster, e.g. opt-6.7b fc2 at batch 256 and 5%; at nb = 8 the same charge
+    // left 32 one-split CTAs streaming opt-6.7b's fc2 at 5% in 19 us instead of 12)
+    const double cost = waves * (cps + 2.0 + (s > 1 ? pen * std::min(16.0, nb / 4.0) : 0.0));
     if (cost < best - 1e-9) {
       best = cost;
       best_s = s;
