@@ -105,6 +105,8 @@ int polar_cuda_attn_decode(const polar_cuda_attn_params* p);
 // MLP router (low rank, no bias, no activation between, as kernels/cpu/sparse.cc):
 //   s[t, :] = fc2 . (fc1 . x[t]);  score[f] = sum_t s[t, f] (LOGIT) or sum_t sigmoid(s[t, f]) (SIGMOID)
 //   out_idx = the k neurons of largest score, ascending (ties: lower index first).
+//   Precision: LOGIT is computed as fc2 . (fc1 . sum_t x[t]) with fp32 sums and accumulation (the router is
+//   linear); SIGMOID rounds h = fc1 . x[t] to the dtype per token. The select uses a cooperative launch.
 typedef enum { POLAR_CUDA_SCORE_LOGIT = 0, POLAR_CUDA_SCORE_SIGMOID = 1 } polar_cuda_score;
 typedef struct {
   polar_dtype dtype;
