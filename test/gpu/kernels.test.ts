@@ -6,17 +6,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { root } from '../helpers.ts';
+import { gpuReason } from './gpu-reason.ts';
 
 const build = process.env.POLAR_CUDA_BUILD ?? join(root, 'build-cuda');
 const exe = join(build, 'ktests', 'cuda_kernels_test');
-
-function gpuReason(): string | null {
-  const r = spawnSync('nvidia-smi', ['-L'], { encoding: 'utf8' });
-  if (r.error) return `nvidia-smi not found (${r.error.message}): no NVIDIA GPU on this machine`;
-  if (r.status !== 0) return `nvidia-smi failed (exit ${r.status}): ${(r.stderr || r.stdout).trim()}`;
-  if (!/GPU \d+:/.test(r.stdout)) return 'nvidia-smi lists no GPU';
-  return null;
-}
 
 const reason = gpuReason();
 if (reason) console.log(`test/gpu/kernels.test.ts skipped: ${reason}`);

@@ -2,19 +2,17 @@
 // CPU backend: logits of tiny-opt (fp16) and tiny-llama (bf16), captures, KV-cache decode vs full forward,
 // sparse forward with k = ffn equal to dense, and router-driven sparse vs the CPU on the same plan. Needs an
 // NVIDIA GPU and an addon built with nvcc; elsewhere the suite is skipped and says why.
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/model/index.ts';
 import { readSafetensorsHeader, readTensorF32, readTensorInt } from '../../src/formats/safetensors.ts';
 import { native, openRuntimeModel, type SparsePlan } from '../../src/runtime/index.ts';
 import { models } from '../helpers.ts';
+import { gpuReason } from './gpu-reason.ts';
 
-function gpuReason(): string | null {
-  const r = spawnSync('nvidia-smi', ['-L'], { encoding: 'utf8' });
-  if (r.error) return `nvidia-smi not found (${r.error.message}): no NVIDIA GPU on this machine`;
-  if (r.status !== 0) return `nvidia-smi failed (exit ${r.status}): ${(r.stderr || r.stdout).trim()}`;
-  if (!/GPU \d+:/.test(r.stdout)) return 'nvidia-smi lists no GPU';
+function cudaReason(): string | null {
+  const g = gpuReason();
+  if (g) return g;
   try {
     if (!native().buildInfo().cudaBuilt) return 'the native addon was built without CUDA (no nvcc at build time)';
   } catch (e) {
@@ -23,7 +21,7 @@ function gpuReason(): string | null {
   return null;
 }
 
-const reason = gpuReason();
+const reason = cudaReason();
 if (reason) console.log(`test/gpu/model.test.ts skipped: ${reason}`);
 
 function maxAbs(a: Float32Array, b: Float32Array): number {
