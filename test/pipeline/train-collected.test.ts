@@ -55,10 +55,15 @@ describe('train on tiny-opt activations from the collect stage', () => {
       expect(bestMlp.k99!).toBeLessThanOrEqual(FFN / 2);
       expect(bestMlp.valRows).toBeGreaterThan(3000);
       expect(bestMlp.trueDensity).toBeGreaterThan(0.05);
-      // Heads: the linear router's recall of the true top-2 of 4 heads by its own top 2. On tiny-opt it
-      // plateaus at ~0.85-0.87, which is also what an exact least-squares fit of log head norms reaches on
-      // the same data (a linear ceiling, not an optimisation problem); 3 of its 4 heads hold >= 90% of the
-      // true top half.
+      // Heads: the linear router's recall of the true top-2 of 4 heads by its own top 2 plateaus at ~0.85
+      // here. Issue 4 asks 0.9, which no per-token router reaches on these models: the best linear routers
+      // (any loss or input normalisation) land within 0.01 of the trained one, a 1-hidden-layer MLP or kNN on
+      // the same input stays below 0.9 on small-opt, and on layer 0 (input = f(token, position)) the best
+      // possible choice per (token, position) reaches 0.886 on tokens seen twice; the missing information is
+      // the context's attention pattern (see the session notes). The best constant choice of 2 heads reaches
+      // 0.62-0.67 recall on tiny-opt (so > 0.8 is learned ranking), and 3 of the router's 4 heads hold >= 90%
+      // of the true top half. (The share of the top-2 heads' output norm is no yardstick: a constant pair
+      // already holds 0.91-0.94 of it.)
       const bestAttn = attn.reduce((a, b) => (b.score > a.score ? b : a));
       expect(bestAttn.headRecall!).toBeGreaterThan(0.8);
       expect(bestAttn.headK90!).toBeLessThanOrEqual(3);
