@@ -61,7 +61,7 @@ describe('train on tiny-opt activations from the collect stage', () => {
       // the same input stays below 0.9 on small-opt, and on layer 0 (input = f(token, position)) the best
       // possible choice per (token, position) reaches 0.886 on tokens seen twice; the missing information is
       // the context's attention pattern (see the session notes). The best constant choice of 2 heads reaches
-      // 0.62-0.67 recall on tiny-opt (so > 0.8 is learned ranking), and 3 of the router's 4 heads hold >= 90%
+      // 0.54-0.67 recall on tiny-opt (so > 0.8 is learned ranking), and 3 of the router's 4 heads hold >= 90%
       // of the true top half. (The share of the top-2 heads' output norm is no yardstick: a constant pair
       // already holds 0.91-0.94 of it.)
       const bestAttn = attn.reduce((a, b) => (b.score > a.score ? b : a));
