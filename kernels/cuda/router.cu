@@ -7,10 +7,12 @@
 //    fc2 with the column-sum epilogue (the per-token scores are summed over the batch after the sigmoid
 //    inside the GEMM: the [m, ffn] score matrix never reaches memory).
 //  Then the k largest are radix-selected and written in ascending order (ties: lower index first), by
-//  every SM at once (cooperative launch; topk_multi_kernel) or, when that cannot run, by one CTA.
+//  every SM at once (cooperative launch; topk_multi_kernel) or, for fewer than 8192 scores or where that
+//  cannot run, by one CTA.
 //  - Head router: logits = x w^T + b (fp32), then one warp per token sums each KV group's scores (when the
 //    router scores query heads) and writes the token's top-k groups in ascending order.
 #include <algorithm>
+#include <cstdlib>
 
 #include "common.cuh"
 #include "sel_gemm.cuh"
@@ -315,7 +317,8 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __r
 
 // Launches the multi-CTA select when n fits the cooperative grid's registers; returns 1 if it did not.
 int topk_multi(const float* score, int n, int k, int32_t* out, void* state, cudaStream_t st, const DevProps& dp) {
-  if (k <= 0 || k >= n) return 1;
+  // small n: one CTA is as fast and needs no cooperative launch (a small model's decode step is launch-bound)
+  if (k <= 0 || k >= n || n < 8192) return 1;
   static int occ_cache[64] = {0};
   int& occ = occ_cache[dp.device & 63];
   if (!occ) {
@@ -555,7 +558,9 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
   float* scores = p->out_scores ? p->out_scores : reinterpret_cast<float*>(ws + L.s_off);
   DevProps dp;
   if (dev_props(&dp)) return -1;
-  if (p->score == POLAR_CUDA_SCORE_LOGIT) {
+  // POLAR_CUDA_ROUTER_GEMM=1: LOGIT scores through the per-token GEMM path too (comparisons, debugging)
+  static const bool logit_gemm = std::getenv("POLAR_CUDA_ROUTER_GEMM") != nullptr;
+  if (p->score == POLAR_CUDA_SCORE_LOGIT && !logit_gemm) {
     float* xs = reinterpret_cast<float*>(ws + L.xs_off);  // zeroed (workspace contract)
     float* hf = reinterpret_cast<float*>(ws + L.hf_off);
     if (p->rank > GV_SEG) POLAR_CU(cudaMemsetAsync(scores, 0, (size_t)p->ffn * 4, st));  // fc2 segments add
@@ -589,7 +594,7 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
   }
   POLAR_CU_LAUNCH("topk_kernel");
   // leave the workspace zero-filled (what this path used of it), as every call does
-  const size_t z0 = p->score == POLAR_CUDA_SCORE_LOGIT ? L.xs_off : L.h_off;
+  const size_t z0 = p->score == POLAR_CUDA_SCORE_LOGIT && !logit_gemm ? L.xs_off : L.h_off;
   POLAR_CU(cudaMemsetAsync(ws + z0, 0, L.total - z0, st));
   return 0;
 }
