@@ -30,9 +30,10 @@ constexpr int BM = 128;  // output features per CTA
 constexpr int BK = 64;   // K per pipeline stage (128 bytes per row)
 constexpr int SLD = BM + 4;  // fp32 epilogue tile row (floats)
 
-template <int NB, bool WG, int MMA_STAGES = 4>
+template <int NB, bool WG, int MMA_STAGES = 4, int MINB = 1>
 struct Cfg {
-  static constexpr int STAGES = WG ? (NB >= 256 ? 4 : NB >= 128 ? 5 : 6) : MMA_STAGES;
+  // MINB = 2 (wgmma, two CTAs per SM): 3 stages so that two CTAs' buffers fit one SM
+  static constexpr int STAGES = WG ? (MINB == 2 ? 3 : NB >= 256 ? 4 : NB >= 128 ? 5 : 6) : MMA_STAGES;
   static constexpr int A_BYTES = BM * BK * 2;
   static constexpr int B_BYTES = NB * BK * 2;
   static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
@@ -428,26 +429,35 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
   return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
 }
 
-template <typename T, int AMODE, int NB>
-__global__ void __launch_bounds__(256, 1) sel_gemm_wgmma_kernel(const GemmArgs g) {
+// MINB = 2: two CTAs per SM (registers capped at 128, 3 stages), so that one CTA's barrier / copy-issue
+// phase overlaps the other's MMAs; used with interleaved batch tiles (g.m_inner), so that the CTAs that
+// share a weight tile run together and the second read of it hits L2.
+// NWG = 4 (nb = 256 only): four warpgroups, each 64 features x 128 batch columns (m64n128), instead of two
+// with 64 x 256: twice the warps to hide the per-chunk latencies, half the copies per thread.
+template <typename T, int AMODE, int NB, int MINB = 1, int NWG = 2>
+__global__ void __launch_bounds__(NWG * 128, MINB) sel_gemm_wgmma_kernel(const GemmArgs g) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using C = Cfg<NB, true>;
+  using C = Cfg<NB, true, 4, MINB>;
   extern __shared__ __align__(1024) char smem_raw[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  constexpr int WN = NB * 2 / NWG;  // batch columns per warpgroup
+  static_assert(NWG == 2 || (NWG == 4 && NB == 256), "four warpgroups only with nb = 256");
   const int wg = warp >> 2, w4 = warp & 3;
-  const int f0 = blockIdx.x * BM, m0 = blockIdx.z * NB;
+  const int wf = (wg & 1) * 64, wn = (wg >> 1) * WN;  // this warpgroup's features and batch columns
+  const int f0 = (g.m_inner ? (int)blockIdx.x / g.m_inner : (int)blockIdx.x) * BM;
+  const int m0 = (g.m_inner ? (int)blockIdx.x % g.m_inner : (int)blockIdx.z) * NB;
   const int c_begin = blockIdx.y * g.cps;
   const int c_end = min(g.nchunks, c_begin + g.cps);
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t sbase = (raw + 1023) & ~1023u;  // the swizzle atoms need 1024-byte alignment
   char* smem = smem_raw + (sbase - raw);
 
-  float acc[NB / 2];
+  float acc[WN / 2];
 #pragma unroll
-  for (int i = 0; i < NB / 2; ++i) acc[i] = 0.f;
+  for (int i = 0; i < WN / 2; ++i) acc[i] = 0.f;
 
   if (AMODE == A_ROWS) griddep_wait_and_release();
-  Loader<T, AMODE, NB, 256> ld(g, f0, m0, tid);
+  Loader<T, AMODE, NB, NWG * 128> ld(g, f0, m0, tid);
   const int nloc = c_end - c_begin, rot = chunk_rotation(nloc);
   gemm_prologue<AMODE, C::STAGES, C::STAGE_BYTES, C::A_BYTES>(g, ld, sbase, c_begin, nloc, rot);
   if (C::STAGES - 1 < nloc) ld.prefetch_rows(g, chunk_of(C::STAGES - 1, c_begin, nloc, rot));
@@ -460,10 +470,10 @@ __global__ void __launch_bounds__(256, 1) sel_gemm_wgmma_kernel(const GemmArgs g
     const uint32_t sb = sa + C::A_BYTES;
     uint32_t af[BK / 16][4];
 #pragma unroll
-    for (int ks = 0; ks < BK / 16; ++ks) load_afrag<AMODE>(sa, wg * 64 + w4 * 16, ks, lane, af[ks]);
+    for (int ks = 0; ks < BK / 16; ++ks) load_afrag<AMODE>(sa, wf + w4 * 16, ks, lane, af[ks]);
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-    for (int ks = 0; ks < BK / 16; ++ks) Wgmma<T, NB>::mma(acc, af[ks], sw128_desc(sb + ks * 32));
+    for (int ks = 0; ks < BK / 16; ++ks) Wgmma<T, WN>::mma(acc, af[ks], sw128_desc(sb + wn * 128 + ks * 32));
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
     {  // refill the slot of step i-1 (free since the barrier above) while the tensor cores work
       const int in = i + C::STAGES - 1;
@@ -480,15 +490,15 @@ __global__ void __launch_bounds__(256, 1) sel_gemm_wgmma_kernel(const GemmArgs g
   __syncthreads();
   float* S = reinterpret_cast<float*>(smem);
 #pragma unroll
-  for (int i = 0; i < NB / 8; ++i)
+  for (int i = 0; i < WN / 8; ++i)
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int f = wg * 64 + w4 * 16 + (lane >> 2) + ((j >> 1) << 3);
-      const int n = i * 8 + (lane & 3) * 2 + (j & 1);
+      const int f = wf + w4 * 16 + (lane >> 2) + ((j >> 1) << 3);
+      const int n = wn + i * 8 + (lane & 3) * 2 + (j & 1);
       S[n * SLD + f] = acc[i * 4 + j];
     }
   __syncthreads();
-  gemm_epilogue<T, NB, 256>(g, S, f0, m0);
+  gemm_epilogue<T, NB, NWG * 128>(g, S, f0, m0);
 #else
   __trap();  // launched only where wgmma_usable()
 #endif
@@ -519,7 +529,11 @@ KInfo pick_kernel(bool wg, int nb, int mma_stages, int mma_warps) {
     switch (nb) {
       case 64: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 64>, Cfg<64, true>::SMEM, 256, 64, true, Cfg<64, true>::STAGES};
       case 128: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128>, Cfg<128, true>::SMEM, 256, 128, true, Cfg<128, true>::STAGES};
-      default: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256>, Cfg<256, true>::SMEM, 256, 256, true, Cfg<256, true>::STAGES};
+      case 256: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256>, Cfg<256, true>::SMEM, 256, 256, true, Cfg<256, true>::STAGES};
+      case -256:  // four warpgroups of m64n128
+        return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256, 1, 4>, Cfg<256, true>::SMEM, 512, 256, true, Cfg<256, true>::STAGES};
+      default:  // -128: nb = 128, two CTAs per SM
+        return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128, 2>, Cfg<128, true, 4, 2>::SMEM, 256, 128, true, Cfg<128, true, 4, 2>::STAGES};
     }
   }
   if (mma_stages == 4) return pick_mma<T, AMODE, 4, 4>(nb);
@@ -607,6 +621,8 @@ double env_double(const char* name, double dflt) {
 }
 int g_mma_stages = -1;
 int g_mma_warps = -1;
+int g_wg_pair = -1;
+int g_wg4 = -1;
 double g_split_pen = -1;
 bool g_pdl = std::getenv("POLAR_CUDA_NO_PDL") == nullptr;
 // split-K reduction: fp32 atomics into one tile (default), or plain partial stores summed by the last CTA
@@ -615,6 +631,14 @@ int g_reduce_atomic = std::getenv("POLAR_CUDA_STORE_REDUCE") == nullptr;
 void tuning_init() {
   if (g_mma_stages < 0) g_mma_stages = env_int("POLAR_CUDA_MMA_STAGES", 3) == 4 ? 4 : 3;
   if (g_split_pen < 0) g_split_pen = env_double("POLAR_CUDA_SPLIT_PENALTY", 1.0);
+  // four warpgroups at nb = 256 (default; POLAR_CUDA_WG4=0 turns it off): H100 sweep at batch 256, opt-6.7b
+  // at 25% fc1 0.067 -> 0.057 ms and fc2 0.068 -> 0.058, at 100% 0.093/0.131 -> 0.088/0.122; opt-66b at 50%
+  // 0.303/0.301 -> 0.298/0.298; opt-66b at 100% 2% slower (0.511/0.514 -> 0.529/0.518)
+  if (g_wg4 < 0) g_wg4 = env_int("POLAR_CUDA_WG4", 1) ? 1 : 0;
+  if (g_wg_pair < 0) {  // POLAR_CUDA_WG_PAIR: 0 never, 1 at every batch > 64, unset/other: batch 65-128
+    const int v = env_int("POLAR_CUDA_WG_PAIR", 2);
+    g_wg_pair = v == 0 || v == 1 ? v : 2;
+  }
   if (g_mma_warps < 0) {  // 0 = by batch tile (see pick_kernel)
     const int w = env_int("POLAR_CUDA_MMA_WARPS", 0);
     g_mma_warps = w == 4 || w == 8 ? w : 0;
@@ -651,12 +675,17 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
     return polar_set_error("%s: the wgmma path needs an sm_90 GPU and a build with sm_90a; device is %d.%d", who,
                            p.major, p.minor);
   const bool wg = impl == POLAR_IMPL_WGMMA || (impl == POLAR_IMPL_AUTO && can_wg && auto_wgmma(amode, g.M, (double)g.F * g.K * 2));
-  const int nb = wg ? (g.M <= 64 ? 64 : g.M <= 128 ? 128 : 256) : (g.M <= 8 ? 8 : g.M <= 16 ? 16 : g.M <= 32 ? 32 : 64);
   tuning_init();
+  // wgmma pair: batch tiles of nb = 128, two CTAs per SM (3 stages each), batch tiles interleaved. Default
+  // (g_wg_pair = 2) at batch 65-128, where it replaced one 5-stage CTA per SM: opt-66b batch 128 at 50%,
+  // fc1 0.209 -> 0.186 ms, fc2 0.215 -> 0.176 (H100 sweep). At batch 256 it was mixed (opt-6.7b at 25%
+  // 8-14% faster, opt-66b at 100% 26% slower than the nb = 256 CTA), so batch > 128 keeps that one.
+  const bool pair = wg && g.M > 64 && (g_wg_pair == 1 || (g_wg_pair == 2 && g.M <= 128));
+  const int nb = wg ? (g.M <= 64 ? 64 : (g.M <= 128 || pair) ? 128 : 256) : (g.M <= 8 ? 8 : g.M <= 16 ? 16 : g.M <= 32 ? 32 : 64);
   const int mma_stages = g_mma_stages;
   KInfo k{};
   if (with_dtype(dt, who, [&](auto t) {
-        k = pick_t<decltype(t)>(amode, wg, nb, mma_stages, g_mma_warps);
+        k = pick_t<decltype(t)>(amode, wg, pair ? -128 : (nb == 256 && g_wg4) ? -256 : nb, mma_stages, g_mma_warps);
         return 0;
       }))
     return -1;
@@ -677,6 +706,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   pl->tilesF = tilesF;
   pl->tilesM = tilesM;
   pl->splits = s;
+  g.m_inner = pair ? tilesM : 0;
   pl->cnt_bytes = align_up((size_t)tiles * 4, 256);
   pl->bytes = s > 1 ? pl->cnt_bytes + (size_t)tiles * nb * BM * 4 * (g_reduce_atomic ? 1 : s) : 0;
   g.reduce_atomic = g_reduce_atomic;
@@ -700,7 +730,7 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
   }
   void* args[] = {&g};
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(pl.tilesF, pl.splits, pl.tilesM);
+  cfg.gridDim = g.m_inner ? dim3(pl.tilesF * pl.tilesM, pl.splits, 1) : dim3(pl.tilesF, pl.splits, pl.tilesM);
   cfg.blockDim = dim3(pl.k.nt);
   cfg.dynamicSmemBytes = (size_t)pl.k.smem;
   cfg.stream = st;
@@ -716,7 +746,7 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
 int gemm_describe(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, char* buf, size_t n, const char* who) {
   GemmPlan pl;
   if (gemm_plan(dt, amode, g, impl, splits_req, &pl, who)) return -1;
-  std::snprintf(buf, n, "%s%s nb=%d stages=%d grid=%dx%dx%d chunks/cta=%d ctas/sm=%d ws=%zu reduce=%s", pl.k.wg ? "wgmma" : "mma", !pl.k.wg && pl.k.nt == 256 ? "-8w" : "",
+  std::snprintf(buf, n, "%s%s nb=%d stages=%d grid=%dx%dx%d chunks/cta=%d ctas/sm=%d ws=%zu reduce=%s", pl.k.wg ? "wgmma" : "mma", !pl.k.wg && pl.k.nt == 256 ? "-8w" : g.m_inner ? "-pair" : pl.k.nt == 512 ? "-4wg" : "",
                 pl.k.nb, pl.k.stages, pl.tilesF, pl.splits, pl.tilesM, g.cps, pl.occ, pl.bytes, g_reduce_atomic ? "atomic" : "store");
   return 0;
 }
@@ -810,6 +840,14 @@ extern "C" int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, c
 }
 
 extern "C" void polar_cuda_set_reduce_atomic(int on) { polar_cuda::g_reduce_atomic = on ? 1 : 0; }
+extern "C" void polar_cuda_set_wgmma_wg4(int on) {
+  polar_cuda::tuning_init();
+  polar_cuda::g_wg4 = on ? 1 : 0;
+}
+extern "C" void polar_cuda_set_wgmma_pair(int on) {
+  polar_cuda::tuning_init();
+  polar_cuda::g_wg_pair = on == 0 || on == 1 ? on : 2;
+}
 extern "C" void polar_cuda_set_mma_warps(int warps) {
   polar_cuda::tuning_init();
   polar_cuda::g_mma_warps = warps == 4 || warps == 8 ? warps : 0;

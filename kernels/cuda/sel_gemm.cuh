@@ -22,6 +22,7 @@ struct GemmArgs {
   int colsum_sigmoid, epi, act;
   int M, F, K;
   int early_a;
+  int m_inner;        // set by gemm_run: > 0 = the batch tiles are interleaved in grid.x (x = f_tile * m_inner + m_tile)
   int reduce_atomic;  // set by gemm_run        // A_COLS: stream the first weight tiles before waiting for the previous kernel
   int nchunks, cps;   // set by gemm_run
   float* ws;          // set by gemm_run

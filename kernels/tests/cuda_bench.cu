@@ -364,8 +364,8 @@ static void bench_sweep() {
     const char* name;
     int d, ffn, m;
     double dens;
-  } pts[] = {{"opt-6.7b", 4096, 16384, 256, 0.05}, {"opt-66b", 9216, 36864, 1, 0.25}, {"opt-66b", 9216, 36864, 256, 0.5},
-             {"opt-66b", 9216, 36864, 64, 0.05},   {"opt-66b", 9216, 36864, 16, 0.5},  {"opt-66b", 9216, 36864, 64, 0.5}};
+  } pts[] = {{"opt-6.7b", 4096, 16384, 256, 0.25}, {"opt-66b", 9216, 36864, 256, 0.1}, {"opt-66b", 9216, 36864, 256, 0.5},
+             {"opt-66b", 9216, 36864, 256, 1.0},   {"opt-6.7b", 4096, 16384, 256, 1.0}, {"opt-66b", 9216, 36864, 128, 0.5}};
   for (const Pt& P : pts) {
     MlpBufs B(P.d, P.ffn, P.m);
     const int k = (int)std::ceil(P.ffn * P.dens / 128) * 128;
@@ -384,11 +384,16 @@ static void bench_sweep() {
       vars.push_back({"mma", POLAR_IMPL_MMA, 0, 3, 1.0});
       vars.push_back({"wgmma", POLAR_IMPL_WGMMA, 0, 3, 1.0});
     }
+    vars.push_back({"wg2", POLAR_IMPL_AUTO, 0, 3, 1.0});
+    vars.push_back({"pair", POLAR_IMPL_AUTO, 0, 3, 1.0});
+    vars.push_back({"pair-pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25});
     vars.push_back({"mma-8w", POLAR_IMPL_MMA, 0, 3, 1.0});
     vars.push_back({"mma-4w", POLAR_IMPL_MMA, 0, 3, 1.0});
     for (const Var& v : vars) {
       polar_cuda_set_tuning(v.stages, v.pen);
       polar_cuda_set_mma_warps(v.name.find("8w") != std::string::npos ? 8 : v.name.find("4w") != std::string::npos ? 4 : 0);
+      polar_cuda_set_wgmma_pair(v.name.rfind("pair", 0) == 0);
+      polar_cuda_set_wgmma_wg4(v.name.rfind("wg2", 0) != 0);
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;
       mlp_params(B, P.m, k, true, v.impl, &p1, &p2);
@@ -408,6 +413,8 @@ static void bench_sweep() {
     }
     polar_cuda_set_tuning(3, 1.0);
     polar_cuda_set_mma_warps(0);
+    polar_cuda_set_wgmma_pair(2);
+    polar_cuda_set_wgmma_wg4(1);
   }
 }
 

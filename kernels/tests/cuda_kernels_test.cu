@@ -538,6 +538,18 @@ int main(int argc, char** argv) {
         for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_MMA, splits, true, (seed & 1) == 0, false, seed++);
   }
   polar_cuda_set_mma_warps(0);
+  if (g_wgmma) {  // wgmma pairs at every batch > 64 (1), and never (0: one nb = 128 CTA per SM at 65-128)
+    for (int pr : {1, 0, 3}) {  // 3: no pairs, two warpgroups at nb = 256 (the default has four)
+      polar_cuda_set_wgmma_pair(pr == 3 ? 0 : pr);
+      polar_cuda_set_wgmma_wg4(pr != 3);
+      for (polar_dtype dt : dts)
+        for (const MlpCase& c : mlp)
+          for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_WGMMA, splits, true, (seed & 1) == 0, false, seed++);
+      for (polar_dtype dt : dts) test_mlp(dt, {300, 1024, 2048, 520}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);
+    }
+    polar_cuda_set_wgmma_pair(2);
+    polar_cuda_set_wgmma_wg4(1);
+  }
   for (polar_dtype dt : dts) {
     test_mlp(dt, {7, 256, 128, 128}, POLAR_IMPL_AUTO, 0, true, true, true, seed++);       // idx NULL (dense fc1/fc2)
     if (!g_quick) test_mlp(dt, {130, 4096, 8192, 1024}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);  // model-sized d

@@ -176,6 +176,12 @@ void polar_cuda_set_reduce_atomic(int on);
 // Experimental: warps per CTA of the 3-stage mma.sync path (4: 32 features each; 8: 16 each; 0: by batch
 // tile, the default: 8 at nb = 64, else 4).
 void polar_cuda_set_mma_warps(int warps);
+// Experimental: the wgmma path's nb = 128 tiles with two CTAs per SM and interleaved batch tiles: 0 never,
+// 1 at every batch > 64, 2 at batch 65-128 (the default).
+void polar_cuda_set_wgmma_pair(int on);
+// Experimental: batch tiles of 256 on the wgmma path with four warpgroups (m64n128 each; 1, the default)
+// or two (m64n256 each; 0).
+void polar_cuda_set_wgmma_wg4(int on);
 // Split-K count of the head router's GEMM (0 = the default heuristic: about 4 K chunks of 64 per CTA).
 void polar_cuda_set_router_splits(int splits);
 
