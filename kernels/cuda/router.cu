@@ -31,26 +31,28 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 
 constexpr int TK_THREADS = 1024;
 
-// Exclusive scan of one value per thread over the block (blockDim.x == TK_THREADS).
-__device__ __forceinline__ unsigned block_excl_scan(unsigned v, unsigned* sh /*[32]*/, unsigned* total) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  unsigned incl = v;
+// Inclusive scan of one value per lane over the warp.
+__device__ __forceinline__ unsigned warp_incl_scan(unsigned v) {
+  const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int off = 1; off < 32; off <<= 1) {
-    const unsigned t = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += t;
+    const unsigned t = __shfl_up_sync(0xffffffffu, v, off);
+    if (lane >= off) v += t;
   }
+  return v;
+}
+
+// Exclusive scan of one value per thread over the block (any blockDim.x that is a multiple of 32, <= 1024);
+// *total = the block's sum. sh: 33 words of shared memory, reusable by the next call.
+__device__ __forceinline__ unsigned block_excl_scan(unsigned v, unsigned* sh /*[33]*/, unsigned* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const unsigned incl = warp_incl_scan(v);
   __syncthreads();
   if (lane == 31) sh[warp] = incl;
   __syncthreads();
   if (warp == 0) {
     const unsigned w = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0u;
-    unsigned wi = w;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-      const unsigned t = __shfl_up_sync(0xffffffffu, wi, off);
-      if (lane >= off) wi += t;
-    }
+    const unsigned wi = warp_incl_scan(w);
     sh[lane] = wi - w;  // exclusive prefix of warp totals
     if (lane == 31) sh[32] = wi;
   }
@@ -104,12 +106,7 @@ __global__ void __launch_bounds__(TK_THREADS) topk_kernel(const float* __restric
         c[q] = hist[255 - (lane * 8 + q)];
         sum += c[q];
       }
-      unsigned incl = sum;
-#pragma unroll
-      for (int off = 1; off < 32; off <<= 1) {
-        const unsigned t = __shfl_up_sync(0xffffffffu, incl, off);
-        if (lane >= off) incl += t;
-      }
+      const unsigned incl = warp_incl_scan(sum);
       const unsigned excl = incl - sum;
       if (excl < kk && kk <= incl) {
         unsigned run = excl;
@@ -173,7 +170,7 @@ struct MtState {
 // count above that digit. Every thread of the CTA gets the answer.
 __device__ void mt_find_digit(const unsigned* __restrict__ gh, int nbins, unsigned kk, unsigned* s_warp, unsigned* s_out,
                               unsigned* digit, unsigned* above) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x;
   constexpr int PER = MT_BINS / MT_THREADS;  // 8 bins per thread, thread 0 holds the top bins
   unsigned c[PER], sum = 0;
 #pragma unroll
@@ -182,17 +179,8 @@ __device__ void mt_find_digit(const unsigned* __restrict__ gh, int nbins, unsign
     c[q] = bin >= 0 ? __ldcg(gh + bin) : 0u;
     sum += c[q];
   }
-  unsigned incl = sum;
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const unsigned t = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += t;
-  }
-  if (lane == 31) s_warp[warp] = incl;
-  __syncthreads();
-  unsigned wbase = 0;
-  for (int w = 0; w < warp; ++w) wbase += s_warp[w];
-  const unsigned excl = wbase + incl - sum;
+  unsigned total;
+  const unsigned excl = block_excl_scan(sum, s_warp, &total);
   if (excl < kk && kk <= excl + sum) {
     unsigned run = excl;
     for (int q = 0; q < PER; ++q) {
@@ -210,34 +198,11 @@ __device__ void mt_find_digit(const unsigned* __restrict__ gh, int nbins, unsign
   __syncthreads();
 }
 
-// Exclusive block scan of v (MT_THREADS threads); *total = block sum.
-__device__ __forceinline__ unsigned mt_scan(unsigned v, unsigned* s_warp, unsigned* total) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  unsigned incl = v;
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const unsigned t = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= off) incl += t;
-  }
-  __syncthreads();
-  if (lane == 31) s_warp[warp] = incl;
-  __syncthreads();
-  unsigned base = 0, tot = 0;
-#pragma unroll
-  for (int w = 0; w < MT_THREADS / 32; ++w) {
-    const unsigned x = s_warp[w];
-    base += w < warp ? x : 0u;
-    tot += x;
-  }
-  *total = tot;
-  return base + incl - v;
-}
-
 __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __restrict__ score, int n, int k, int32_t* out,
                                                                  MtState* st) {
   cg::grid_group grid = cg::this_grid();
   __shared__ unsigned sh[MT_BINS];
-  __shared__ unsigned s_warp[MT_THREADS / 32], s_out[2];
+  __shared__ unsigned s_warp[33], s_out[2];
   const int tid = threadIdx.x, G = gridDim.x, c = blockIdx.x;
   const int per = (n + G - 1) / G;
   const int lo = min(n, c * per), hi = min(n, lo + per);
@@ -282,8 +247,8 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __r
     }
   }
   unsigned cta_gt, cta_eq;
-  mt_scan(ngt, s_warp, &cta_gt);
-  mt_scan(neq, s_warp, &cta_eq);
+  block_excl_scan(ngt, s_warp, &cta_gt);
+  block_excl_scan(neq, s_warp, &cta_eq);
   if (tid == 0) {
     st->gt[c] = cta_gt;
     st->eq[c] = cta_eq;
@@ -295,8 +260,8 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __r
     eq_before += __ldcg(st->eq + q);
   }
   unsigned tot;
-  gt_before = mt_scan(gt_before, s_warp, &tot), gt_before = tot;
-  eq_before = mt_scan(eq_before, s_warp, &tot), eq_before = tot;
+  gt_before = block_excl_scan(gt_before, s_warp, &tot), gt_before = tot;
+  eq_before = block_excl_scan(eq_before, s_warp, &tot), eq_before = tot;
   unsigned eq_left = eq_before >= kk ? 0u : kk - eq_before;  // equal keys this CTA may still take
   unsigned pos = gt_before + min(eq_before, kk);
   // index order inside the slice is (j, tid): one scan per register slot
@@ -305,10 +270,10 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __r
     const int i = lo + j * MT_THREADS + tid;
     const bool gt = i < hi && key[j] > prefix, eq = i < hi && key[j] == prefix;
     unsigned eq_tot;
-    const unsigned eq_rank = mt_scan(eq ? 1u : 0u, s_warp, &eq_tot);
+    const unsigned eq_rank = block_excl_scan(eq ? 1u : 0u, s_warp, &eq_tot);
     const bool take = gt || (eq && eq_rank < eq_left);
     unsigned take_tot;
-    const unsigned r = mt_scan(take ? 1u : 0u, s_warp, &take_tot);
+    const unsigned r = block_excl_scan(take ? 1u : 0u, s_warp, &take_tot);
     if (take) out[pos + r] = i;
     pos += take_tot;
     eq_left -= min(eq_left, eq_tot);

@@ -251,6 +251,16 @@ static double read_floor_ms(double bytes) {
   return time_ms([&] { read_floor_kernel<<<sms * 8, 256>>>((const uint4*)g_read_buf->p, n, (unsigned*)((char*)g_read_buf->p + g_read_buf->bytes - 64)); });
 }
 
+// The kept neurons of a benchmark point: k = density x ffn rounded up to 128, a seeded random sorted subset,
+// uploaded as the index list.
+static std::vector<int32_t> point_idx(MlpBufs& B, int ffn, int m, double dens) {
+  const int k = (int)std::ceil(ffn * dens / 128) * 128;
+  Rng r(1000 + m + k);
+  std::vector<int32_t> idx = rand_sorted_subset(r, ffn, k);
+  CK(cudaMemcpy(B.idx.p, idx.data(), k * 4, cudaMemcpyHostToDevice));
+  return idx;
+}
+
 static void bench_mlp() {
   Dev rb(g_point.empty() ? (size_t)1500 << 20 : 64);
   CK(cudaMemset(rb.p, 0, rb.bytes));
@@ -270,36 +280,27 @@ static void bench_mlp() {
       if (lt && g_point.empty()) dense = time_ms([&] { dense_mlp(B, m); });
       for (double dens : {0.05, 0.1, 0.25, 0.5, 1.0}) {
         if (g_quick && dens != 0.25) continue;
-        if (!g_point.empty()) {  // profile mode: fc1 + fc2 of this point, 3 times, nothing else
-          char want[96];
-          std::snprintf(want, sizeof want, "%s:%d:%g", M.name, m, dens);
-          if (g_point != want) continue;
-          const int kk = (int)std::ceil(M.ffn * dens / 128) * 128;
-          Rng rr(1000 + m + kk);
-          const std::vector<int32_t> ix = rand_sorted_subset(rr, M.ffn, kk);
-          CK(cudaMemcpy(B.idx.p, ix.data(), kk * 4, cudaMemcpyHostToDevice));
-          polar_cuda_sel_fc1_params q1;
-          polar_cuda_sel_fc2_params q2;
-          mlp_params(B, m, kk, true, POLAR_IMPL_AUTO, &q1, &q2);
-          for (int rep = 0; rep < 3; ++rep) {
-            CK(cudaMemsetAsync(g_flush->p, rep, g_flush->bytes));
-            PK(polar_cuda_sel_fc1(&q1));
-            PK(polar_cuda_sel_fc2(&q2));
-          }
-          CK(cudaDeviceSynchronize());
-          char d1[160], d2[160];
-          polar_cuda_sel_fc1_describe(&q1, d1, sizeof d1);
-          polar_cuda_sel_fc2_describe(&q2, d2, sizeof d2);
-          std::fprintf(stderr, "point %s: fc1 %s | fc2 %s\n", want, d1, d2);
-          continue;
-        }
-        const int k = (int)std::ceil(M.ffn * dens / 128) * 128;
-        Rng r(1000 + m + k);
-        const std::vector<int32_t> idx = rand_sorted_subset(r, M.ffn, k);
-        CK(cudaMemcpy(B.idx.p, idx.data(), k * 4, cudaMemcpyHostToDevice));
+        char want[96];
+        std::snprintf(want, sizeof want, "%s:%d:%g", M.name, m, dens);
+        if (!g_point.empty() && g_point != want) continue;
+        const std::vector<int32_t> idx = point_idx(B, M.ffn, m, dens);
+        const int k = (int)idx.size();
         polar_cuda_sel_fc1_params p1;
         polar_cuda_sel_fc2_params p2;
         mlp_params(B, m, k, true, POLAR_IMPL_AUTO, &p1, &p2);
+        if (!g_point.empty()) {  // profile mode: fc1 + fc2 of this point, 3 times, nothing else
+          for (int rep = 0; rep < 3; ++rep) {
+            CK(cudaMemsetAsync(g_flush->p, rep, g_flush->bytes));
+            PK(polar_cuda_sel_fc1(&p1));
+            PK(polar_cuda_sel_fc2(&p2));
+          }
+          CK(cudaDeviceSynchronize());
+          char d1[160], d2[160];
+          polar_cuda_sel_fc1_describe(&p1, d1, sizeof d1);
+          polar_cuda_sel_fc2_describe(&p2, d2, sizeof d2);
+          std::fprintf(stderr, "point %s: fc1 %s | fc2 %s\n", want, d1, d2);
+          continue;
+        }
         const size_t need = std::max(polar_cuda_sel_fc1_workspace(&p1), polar_cuda_sel_fc2_workspace(&p2));
         if (need > B.ws.bytes) {
           std::fprintf(stderr, "workspace %zu > %zu\n", need, B.ws.bytes);
@@ -368,10 +369,7 @@ static void bench_sweep() {
              {"opt-66b", 9216, 36864, 256, 1.0},   {"opt-6.7b", 4096, 16384, 256, 1.0}, {"opt-66b", 9216, 36864, 128, 0.5}};
   for (const Pt& P : pts) {
     MlpBufs B(P.d, P.ffn, P.m);
-    const int k = (int)std::ceil(P.ffn * P.dens / 128) * 128;
-    Rng r(1000 + P.m + k);
-    const std::vector<int32_t> idx = rand_sorted_subset(r, P.ffn, k);
-    CK(cudaMemcpy(B.idx.p, idx.data(), k * 4, cudaMemcpyHostToDevice));
+    const int k = (int)point_idx(B, P.ffn, P.m, P.dens).size();
     struct Var {
       std::string name;
       int impl, splits, stages;
