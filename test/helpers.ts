@@ -2,6 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 
 export const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const models = {
@@ -19,4 +20,24 @@ export function polar(args: string[], opts: { timeout?: number; env?: Record<str
     env: { ...process.env, ...opts.env },
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
+}
+
+/** Largest absolute difference of two equally long arrays; a NaN on either side makes it NaN (a failure). */
+export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= m)) m = d;
+  }
+  return m;
+}
+
+/** Deterministic pseudo-random numbers in [-0.5, 0.5) (32-bit LCG) for synthetic weights and routers. */
+export function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32 - 0.5;
+  };
 }

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/model/index.ts';
 import { readSafetensorsHeader, readTensorF32, readTensorInt } from '../../src/formats/safetensors.ts';
 import { native, openRuntimeModel, type SparsePlan } from '../../src/runtime/index.ts';
-import { models } from '../helpers.ts';
+import { models, maxAbsDiff, lcg } from '../helpers.ts';
 import { gpuReason } from './gpu-reason.ts';
 
 function cudaReason(): string | null {
@@ -23,24 +23,6 @@ function cudaReason(): string | null {
 
 const reason = cudaReason();
 if (reason) console.log(`test/gpu/model.test.ts skipped: ${reason}`);
-
-function maxAbs(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
-
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32 - 0.5;
-  };
-}
 
 // Measured on an H100 (fp16 weights and activations into the GEMMs, fp32 elsewhere): tiny-opt 0.006,
 // tiny-llama (bf16) 0.06 of logits up to ~18. Bounds leave a margin.
@@ -66,15 +48,15 @@ describe.skipIf(reason !== null)('CUDA runtime backend', () => {
       const cap = { attnIn: true, mlpIn: true, mlpAct: true, headNorm: true };
       const og = await sg.forward(seqs.map((tokens, slot) => ({ slot, tokens })), { capture: cap });
       const oc = await sc.forward(seqs.map((tokens, slot) => ({ slot, tokens })), { capture: cap });
-      expect(maxAbs(og.logits!, golden)).toBeLessThan(c.logitTol);
+      expect(maxAbsDiff(og.logits!, golden)).toBeLessThan(c.logitTol);
       for (let l = 0; l < og.captures.length; l++)
-        for (const k of ['attnIn', 'mlpIn', 'mlpAct', 'headNorm'] as const) expect(maxAbs(og.captures[l][k]!, oc.captures[l][k]!), `${k}.${l}`).toBeLessThan(c.logitTol);
+        for (const k of ['attnIn', 'mlpIn', 'mlpAct', 'headNorm'] as const) expect(maxAbsDiff(og.captures[l][k]!, oc.captures[l][k]!), `${k}.${l}`).toBeLessThan(c.logitTol);
       sg.reset();
       await sg.forward(seqs.map((t, slot) => ({ slot, tokens: t.slice(0, 5) })), { logits: 'none' });
       const V = m.spec.vocab;
       for (let j = 5; j < S; j++) {
         const o = await sg.forward(seqs.map((t, slot) => ({ slot, tokens: [t[j]] })), { logits: 'last' });
-        for (let b = 0; b < B; b++) expect(maxAbs(o.logits!.subarray(b * V, (b + 1) * V), og.logits!.subarray((b * S + j) * V, (b * S + j + 1) * V))).toBeLessThan(c.logitTol);
+        for (let b = 0; b < B; b++) expect(maxAbsDiff(o.logits!.subarray(b * V, (b + 1) * V), og.logits!.subarray((b * S + j) * V, (b * S + j + 1) * V))).toBeLessThan(c.logitTol);
       }
       expect(sg.length(0)).toBe(S);
       gpu.dispose();
@@ -87,14 +69,14 @@ describe.skipIf(reason !== null)('CUDA runtime backend', () => {
     const s = m.spec;
     const gpu = openRuntimeModel(m, { backend: 'cuda' });
     const cpu = openRuntimeModel(m, { backend: 'cpu' });
-    const r = rng(4);
+    const r = lcg(4);
     const tokens = Array.from({ length: 48 }, () => Math.floor((r() + 0.5) * s.vocab));
     const sg = gpu.session({ maxSeqs: 1, maxLen: 64 });
     const dense = await sg.forward([{ slot: 0, tokens }]);
     sg.reset();
     const all = Int32Array.from({ length: s.ffn }, (_, i) => i);
     const full = await sg.forward([{ slot: 0, tokens }], { sparse: { layers: Array.from({ length: s.layers - 1 }, (_, i) => ({ layer: i + 1, mlpIndex: all })) } });
-    expect(maxAbs(full.logits!, dense.logits!)).toBeLessThan(1e-3);
+    expect(maxAbsDiff(full.logits!, dense.logits!)).toBeLessThan(1e-3);
     const f = (n: number) => Float32Array.from({ length: n }, () => r());
     const rank = 16;
     const plan: SparsePlan = {
@@ -121,7 +103,7 @@ describe.skipIf(reason !== null)('CUDA runtime backend', () => {
       for (let e = 0; e < a.heads!.length; e++) agree += +(a.heads![e] === b.heads![e]);
       expect(agree / a.heads!.length).toBeGreaterThan(0.95);
     }
-    expect(maxAbs(og.logits!, oc.logits!)).toBeLessThan(1);
+    expect(maxAbsDiff(og.logits!, oc.logits!)).toBeLessThan(1);
     gpu.dispose();
     cpu.dispose();
   }, 120_000);

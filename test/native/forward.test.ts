@@ -6,7 +6,7 @@ import { loadModel } from '../../src/model/index.ts';
 import { readSafetensorsHeader, readTensorF32, readTensorInt } from '../../src/formats/safetensors.ts';
 import { native, openRuntimeModel, type RuntimeModel } from '../../src/runtime/index.ts';
 import { nativeModelConfig } from '../../src/runtime/model.ts';
-import { models } from '../helpers.ts';
+import { models, maxAbsDiff } from '../helpers.ts';
 
 interface Golden {
   ids: number[][];
@@ -23,16 +23,6 @@ function golden(dir: string): Golden {
     logits: readTensorF32(h.tensors.get('logits')!),
     t: (name) => readTensorF32(h.tensors.get(name)!),
   };
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = d; // NaN propagates as a failure
-  }
-  return m;
 }
 
 /** rows [r0, r1) of a [rows, width] matrix */

@@ -9,21 +9,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/model/index.ts';
 import { writeSafetensors, type TensorToWrite } from '../../src/formats/safetensors.ts';
 import { openRuntimeModel } from '../../src/runtime/index.ts';
+import { lcg } from '../helpers.ts';
 
 const H = 32, NH = 4, HD = 8, F = 64, V = 50, L = 2, MAXPOS = 16;
-
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32 - 0.5;
-  };
-}
 
 type W = Record<string, Float32Array>;
 
 function makeModel(dir: string, normBefore: boolean, E: number): W {
-  const r = rng(normBefore ? 7 : 11);
+  const r = lcg(normBefore ? 7 : 11);
   const w: W = {};
   const shapes: Record<string, number[]> = {};
   const put = (name: string, shape: number[], scale = 0.3, base = 0) => {

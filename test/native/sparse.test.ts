@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type ModelSpec } from '../../src/model/index.ts';
 import { readSafetensorsHeader, readTensorInt } from '../../src/formats/safetensors.ts';
 import { openRuntimeModel, type RuntimeModel, type SparsePlan } from '../../src/runtime/index.ts';
-import { models } from '../helpers.ts';
+import { models, maxAbsDiff, lcg } from '../helpers.ts';
 
 function goldenIds(dir: string): number[][] {
   const h = readSafetensorsHeader(join(dir, 'reference/golden.safetensors'));
@@ -16,30 +16,12 @@ function goldenIds(dir: string): number[][] {
   return Array.from({ length: B }, (_, b) => ids.slice(b * S, (b + 1) * S));
 }
 
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
-
-// Deterministic pseudo-random routers.
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32 - 0.5;
-  };
-}
 function randF32(n: number, r: () => number, scale = 0.2) {
   return Float32Array.from({ length: n }, () => r() * scale);
 }
 
 function randomPlan(spec: ModelSpec, mlpK: number, attnK: number, units = spec.heads, rank = 16): SparsePlan {
-  const r = rng(42);
+  const r = lcg(42);
   const layers = [];
   for (let l = 1; l < spec.layers; l++) {
     layers.push({

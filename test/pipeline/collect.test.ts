@@ -9,6 +9,7 @@ import { openActivations } from '../../src/arrow/reader.ts';
 import { readSafetensorsHeader, readTensorF32, readTensorInt } from '../../src/formats/safetensors.ts';
 import { loadModel } from '../../src/model/index.ts';
 import { PolarError } from '../../src/errors.ts';
+import { maxAbsDiff } from '../helpers.ts';
 
 const root = join(import.meta.dirname, '..', '..');
 const models = join(root, 'data/models');
@@ -17,13 +18,6 @@ function golden(model: string) {
   const h = readSafetensorsHeader(join(models, model, 'reference/golden.safetensors'));
   const get = (n: string) => readTensorF32(h.tensors.get(n)!);
   return { ids: readTensorInt(h.tensors.get('input_ids')!), get };
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
 }
 
 describe('collect on the tiny models', () => {
