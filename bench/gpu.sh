@@ -26,13 +26,7 @@ if [ ! -x "$build/ktests/cuda_bench" ]; then
   cmake -S "$root/kernels" -B "$build" -DPOLAR_CUDA=ON -DCMAKE_BUILD_TYPE=Release >&2 &&
     cmake --build "$build" -j"$(nproc)" --target cuda_bench cuda_kernels_test >&2 || { echo "bench:gpu: build failed" >&2; exit 1; }
 fi
-if [ -z "${POLAR_CUBLASLT:-}" ]; then
-  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-           $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
-    f=$(find "$d" -maxdepth 5 -name 'libcublasLt.so.1[0-9]*' 2>/dev/null | sort | head -1)
-    if [ -n "$f" ]; then export POLAR_CUBLASLT="$f"; break; fi
-  done
-fi
+. "$root/bench/gpu/cublaslt.sh"
 echo "bench:gpu: cuBLASLt: ${POLAR_CUBLASLT:-not found (dense baselines will be missing)}" >&2
 
 # shellcheck disable=SC2086

@@ -15,13 +15,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --f
 if command -v cuobjdump >/dev/null; then
   { echo "HGMMA in sel_gemm wgmma kernels:"; cuobjdump -sass "$kt/cuda_bench" | grep -c HGMMA; } >> "$out/device.txt" 2>&1
 fi
-if [ -z "${POLAR_CUBLASLT:-}" ]; then
-  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-           $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
-    f=$(find "$d" -maxdepth 5 -name 'libcublasLt.so.1[0-9]*' 2>/dev/null | sort | head -1)
-    if [ -n "$f" ]; then export POLAR_CUBLASLT="$f"; break; fi
-  done
-fi
+. "$root/bench/gpu/cublaslt.sh"
 echo "cuBLASLt: ${POLAR_CUBLASLT:-none}" | tee -a "$out/device.txt"
 if [ $tests = 1 ]; then
   t0=$SECONDS; "$kt/cuda_kernels_test" > "$out/test.log" 2>&1; echo "tests rc=$? in $((SECONDS-t0)) s"
