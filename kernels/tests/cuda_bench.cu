@@ -700,11 +700,10 @@ static void bench_block() {
 
 int main(int argc, char** argv) {
   std::set<std::string> only;
-  bool sweep = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") g_quick = true;
-    else if (a == "--sweep") sweep = g_sweep = true;
+    else if (a == "--sweep") g_sweep = true;
     else if (a == "--mlp-point" && i + 1 < argc) g_point = argv[++i];
     else if (a == "--dtype" && i + 1 < argc) g_dt = std::string(argv[++i]) == "bf16" ? POLAR_BF16 : POLAR_F16;
     else if (a == "--only" && i + 1 < argc) {
@@ -736,7 +735,7 @@ int main(int argc, char** argv) {
   if (want("attn")) bench_attn(false);
   if (want("gqa")) bench_attn(true);
   if (want("block")) bench_block();
-  if (sweep) bench_sweep();
+  if (g_sweep) bench_sweep();
   polar_cuda_release();
   if (g_fail) std::fprintf(stderr, "%d checks FAILED\n", g_fail);
   return g_fail ? 1 : 0;
