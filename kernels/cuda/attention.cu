@@ -308,17 +308,10 @@ struct AttnPlan {
 int plan_attn(const polar_cuda_attn_params* p, AttnPlan* pl, int* occ_out) {
   DevProps dp;
   if (dev_props(&dp)) return -1;
-  static int occ_cache[64] = {0};
-  int occ = occ_cache[dp.device];
-  if (!occ) {
-    const void* fn = (const void*)attn_decode_kernel<__half>;
-    POLAR_CU(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, AT_SMEM));
-    POLAR_CU(cudaFuncSetAttribute((const void*)attn_decode_kernel<__nv_bfloat16>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize, AT_SMEM));
-    POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, AT_THREADS, AT_SMEM));
-    if (occ < 1) return polar_set_error("polar_cuda_attn_decode: the kernel does not fit on this GPU (%d B shared memory)", AT_SMEM);
-    occ_cache[dp.device] = occ;
-  }
+  const void* fn = p->dtype == POLAR_BF16 ? (const void*)attn_decode_kernel<__nv_bfloat16> : (const void*)attn_decode_kernel<__half>;
+  int occ = 0;
+  if (kernel_occupancy(fn, AT_THREADS, AT_SMEM, &occ)) return -1;
+  if (occ < 1) return polar_set_error("polar_cuda_attn_decode: the kernel does not fit on this GPU (%d B shared memory)", AT_SMEM);
   *occ_out = occ;
   const int n_sel = p->idx ? p->n_sel : p->kv_heads;
   const int items = p->batch * n_sel;

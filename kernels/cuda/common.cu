@@ -54,6 +54,46 @@ int dev_props(DevProps* out) {
   return 0;
 }
 
+namespace {
+std::mutex g_occ_mu;
+struct OccEntry {
+  int dev;
+  const void* fn;
+  int threads, smem, occ;
+};
+OccEntry g_occ[256];
+int g_nocc = 0;
+}  // namespace
+
+int kernel_occupancy(const void* fn, int threads, int smem, int* occ) {
+  DevProps p;
+  if (dev_props(&p)) return -1;
+  std::lock_guard<std::mutex> lk(g_occ_mu);
+  for (int i = 0; i < g_nocc; ++i) {
+    const OccEntry& e = g_occ[i];
+    if (e.dev == p.device && e.fn == fn && e.threads == threads && e.smem == smem) {
+      *occ = e.occ;
+      return 0;
+    }
+  }
+  int o = 0;
+  if (smem > 48 * 1024) {  // the largest dynamic size this kernel can take next to its static shared memory
+    cudaFuncAttributes fa;
+    POLAR_CU(cudaFuncGetAttributes(&fa, fn));
+    const int most = p.smem_optin - (int)fa.sharedSizeBytes;
+    if (smem > most) {
+      if (g_nocc < 256) g_occ[g_nocc++] = {p.device, fn, threads, smem, 0};
+      *occ = 0;
+      return 0;
+    }
+    POLAR_CU(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
+  }
+  POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, fn, threads, smem));
+  if (g_nocc < 256) g_occ[g_nocc++] = {p.device, fn, threads, smem, o};
+  *occ = o;
+  return 0;
+}
+
 bool wgmma_usable() {
   DevProps p;
   if (dev_props(&p)) return false;

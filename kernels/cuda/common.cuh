@@ -84,6 +84,11 @@ struct DevProps {
   int device, sms, major, minor, l2, smem_optin;
 };
 int dev_props(DevProps* out);  // current device
+// CTAs per SM of kernel fn at (threads, dynamic shared memory bytes) on the current device, cached per
+// (device, fn, threads, smem). A kernel that needs more than the default 48 KB gets its dynamic shared-memory
+// limit raised to the most the device allows next to its static shared memory (never lowered again by a
+// smaller request). *occ = 0: it cannot run with that much.
+int kernel_occupancy(const void* fn, int threads, int smem, int* occ);
 bool wgmma_usable();           // sm_90 device and the sm_90a kernels are in this binary
 
 // ---- PTX wrappers ------------------------------------------------------------------------------

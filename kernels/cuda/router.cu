@@ -284,12 +284,8 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __r
 int topk_multi(const float* score, int n, int k, int32_t* out, void* state, cudaStream_t st, const DevProps& dp) {
   // small n: one CTA is as fast and needs no cooperative launch (a small model's decode step is launch-bound)
   if (k <= 0 || k >= n || n < 8192) return 1;
-  static int occ_cache[64] = {0};
-  int& occ = occ_cache[dp.device & 63];
-  if (!occ) {
-    POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void*)topk_multi_kernel, MT_THREADS, 0));
-    if (occ < 1) occ = -1;
-  }
+  int occ = 0;
+  if (kernel_occupancy((const void*)topk_multi_kernel, MT_THREADS, 0, &occ)) return -1;
   if (occ < 1) return 1;
   const int G = std::min(std::min(1024, occ * dp.sms), std::max(1, cdiv(n, MT_THREADS * MT_KPT / 2)));
   if ((int64_t)G * MT_THREADS * MT_KPT < n) return 1;
@@ -413,11 +409,9 @@ template <typename T>
 int launch_gemv(const void* A, int64_t lda, int rows, int K, const float* v, float* y, cudaStream_t st, int sms) {
   // the grid-stride loop assumes every CTA is resident: size the grid by the measured occupancy (a grid of
   // 8 CTAs per SM at 6 resident left a second, partial wave)
-  static int occ = 0;
-  if (!occ) {
-    POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, (const void*)gemv_kernel<T>, 256, 0));
-    occ = std::max(1, occ);
-  }
+  int occ = 0;
+  if (kernel_occupancy((const void*)gemv_kernel<T>, 256, 0, &occ)) return -1;
+  occ = std::max(1, occ);
   const int64_t tasks = (int64_t)rows * ((K + GV_SEG - 1) / GV_SEG);
   const int grid = (int)std::max<int64_t>(1, std::min<int64_t>((tasks + 7) / 8, (int64_t)sms * occ));
   gemv_kernel<T><<<grid, 256, 0, st>>>(static_cast<const T*>(A), lda, rows, K, v, y);
@@ -546,18 +540,18 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
     g2.colsum = scores;
     if (gemm_run(p->dtype, A_ROWS, g2, POLAR_IMPL_AUTO, 0, st, ws + L.g2, L.h_off - L.g2, nullptr, "polar_cuda_mlp_router")) return -1;
   }
-  const size_t sm = (size_t)p->ffn * 4;
   const int multi = topk_multi(scores, p->ffn, p->k, p->out_idx, ws + L.mt_off, st, dp);
   if (multi < 0) return -1;
-  if (multi == 0) {
-    POLAR_CU_LAUNCH("topk_multi_kernel");
-  } else if (sm + 4096 <= (size_t)dp.smem_optin) {
-    POLAR_CU(cudaFuncSetAttribute((const void*)topk_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-    topk_kernel<true><<<1, TK_THREADS, sm, st>>>(scores, p->ffn, p->k, p->out_idx);
-  } else {
-    topk_kernel<false><<<1, TK_THREADS, 0, st>>>(scores, p->ffn, p->k, p->out_idx);
+  if (multi == 1) {  // one CTA, with the keys in shared memory when they fit
+    const int sm = p->ffn * 4;
+    int occ = 0;
+    if (kernel_occupancy((const void*)topk_kernel<true>, TK_THREADS, sm, &occ)) return -1;
+    if (occ >= 1)
+      topk_kernel<true><<<1, TK_THREADS, sm, st>>>(scores, p->ffn, p->k, p->out_idx);
+    else
+      topk_kernel<false><<<1, TK_THREADS, 0, st>>>(scores, p->ffn, p->k, p->out_idx);
   }
-  POLAR_CU_LAUNCH("topk_kernel");
+  POLAR_CU_LAUNCH(multi == 0 ? "topk_multi_kernel" : "topk_kernel");
   // leave the workspace zero-filled (what this path used of it), as every call does
   const size_t z0 = p->score == POLAR_CUDA_SCORE_LOGIT && !logit_gemm ? L.xs_off : L.h_off;
   POLAR_CU(cudaMemsetAsync(ws + z0, 0, L.total - z0, st));

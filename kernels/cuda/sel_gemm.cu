@@ -17,7 +17,6 @@
 #include <cfloat>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 
 #include "common.cuh"
 #include "sel_gemm.cuh"
@@ -523,55 +522,31 @@ KInfo pick_mma(int nb) {
   }
 }
 
+// Kernel shapes of the wgmma path (chosen in gemm_plan). WG_TWO: two warpgroups (m64 x nb each); WG_PAIR: nb = 128, two CTAs per SM; WG_FOUR: nb = 256, four
+// warpgroups of m64n128
+enum WgShape { WG_TWO = 0, WG_PAIR = 1, WG_FOUR = 2 };
+
 template <typename T, int AMODE>
-KInfo pick_kernel(bool wg, int nb, int mma_stages, int mma_warps) {
+KInfo pick_kernel(bool wg, int nb, int wg_shape, int mma_stages, int mma_warps) {
   if (wg) {
+    if (wg_shape == WG_PAIR)
+      return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128, 2>, Cfg<128, true, 4, 2>::SMEM, 256, 128, true, Cfg<128, true, 4, 2>::STAGES};
+    if (wg_shape == WG_FOUR)
+      return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256, 1, 4>, Cfg<256, true>::SMEM, 512, 256, true, Cfg<256, true>::STAGES};
     switch (nb) {
       case 64: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 64>, Cfg<64, true>::SMEM, 256, 64, true, Cfg<64, true>::STAGES};
       case 128: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128>, Cfg<128, true>::SMEM, 256, 128, true, Cfg<128, true>::STAGES};
-      case 256: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256>, Cfg<256, true>::SMEM, 256, 256, true, Cfg<256, true>::STAGES};
-      case -256:  // four warpgroups of m64n128
-        return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256, 1, 4>, Cfg<256, true>::SMEM, 512, 256, true, Cfg<256, true>::STAGES};
-      default:  // -128: nb = 128, two CTAs per SM
-        return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128, 2>, Cfg<128, true, 4, 2>::SMEM, 256, 128, true, Cfg<128, true, 4, 2>::STAGES};
+      default: return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256>, Cfg<256, true>::SMEM, 256, 256, true, Cfg<256, true>::STAGES};
     }
   }
   if (mma_stages == 4) return pick_mma<T, AMODE, 4, 4>(nb);
-  // 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64: 2-5% faster
-  // on the H100 at batch 64, up to 25% at batch 256); 4 warps below (8 were ~1% slower at batch 16)
-  const int w = mma_warps > 0 ? mma_warps : (nb >= 64 ? 8 : 4);
-  return w == 8 ? pick_mma<T, AMODE, 3, 8>(nb) : pick_mma<T, AMODE, 3, 4>(nb);
+  return mma_warps == 8 ? pick_mma<T, AMODE, 3, 8>(nb) : pick_mma<T, AMODE, 3, 4>(nb);
 }
 
 template <typename T>
-KInfo pick_t(int amode, bool wg, int nb, int mma_stages, int mma_warps) {
-  return amode == A_ROWS ? pick_kernel<T, A_ROWS>(wg, nb, mma_stages, mma_warps) : pick_kernel<T, A_COLS>(wg, nb, mma_stages, mma_warps);
-}
-
-std::mutex g_occ_mu;
-struct OccEntry {
-  int dev;
-  const void* fn;
-  int occ;
-};
-OccEntry g_occ[256];
-int g_nocc = 0;
-
-// Raises the kernel's dynamic shared-memory limit (once per device) and returns CTAs per SM.
-int kernel_occupancy(const KInfo& k, int dev, int* occ) {
-  std::lock_guard<std::mutex> lk(g_occ_mu);
-  for (int i = 0; i < g_nocc; ++i)
-    if (g_occ[i].dev == dev && g_occ[i].fn == k.fn) {
-      *occ = g_occ[i].occ;
-      return 0;
-    }
-  POLAR_CU(cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem));
-  int o = 0;
-  POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, k.fn, k.nt, k.smem));
-  if (o < 1) return polar_set_error("selective GEMM kernel (%d threads, %d B shared memory) cannot run on this GPU", k.nt, k.smem);
-  if (g_nocc < 256) g_occ[g_nocc++] = {dev, k.fn, o};
-  *occ = o;
-  return 0;
+KInfo pick_t(int amode, bool wg, int nb, int wg_shape, int mma_stages, int mma_warps) {
+  return amode == A_ROWS ? pick_kernel<T, A_ROWS>(wg, nb, wg_shape, mma_stages, mma_warps)
+                         : pick_kernel<T, A_COLS>(wg, nb, wg_shape, mma_stages, mma_warps);
 }
 
 }  // namespace
@@ -639,7 +614,7 @@ void tuning_init() {
     const int v = env_int("POLAR_CUDA_WG_PAIR", 2);
     g_wg_pair = v == 0 || v == 1 ? v : 2;
   }
-  if (g_mma_warps < 0) {  // 0 = by batch tile (see pick_kernel)
+  if (g_mma_warps < 0) {  // 0 = by batch tile (see gemm_plan)
     const int w = env_int("POLAR_CUDA_MMA_WARPS", 0);
     g_mma_warps = w == 4 || w == 8 ? w : 0;
   }
@@ -651,8 +626,9 @@ void tuning_init() {
 // gathered weights (opt-6.7b batch 64, density 1: 0.064 vs 0.085 ms) and at batch 9-16 up to ~50 MB, and
 // for fc2 at batch 17-64 up to ~40 MB; above that mma.sync streamed better. Batch > 64 takes wgmma
 // (nb = 128/256) except for small gathers (opt-6.7b batch 256 at 5%: mma.sync 0.035 + 0.023 ms vs wgmma
-// 0.045 + 0.033, where each wgmma split CTA adds a 128 KB fp32 tile). A wgmma loop that kept one MMA group in flight (A from shared memory) measured the same as
-// this one at batch 256 (the loop is not bound by the MMA wait there), so it was not kept.
+// 0.045 + 0.033, where each wgmma split CTA adds a 128 KB fp32 tile). A wgmma loop that kept one MMA group
+// in flight (A from shared memory) measured the same as this one at batch 256 (the loop is not bound by the
+// MMA wait there), so it was not kept.
 bool auto_wgmma(int amode, int M, double a_bytes) {
   if (M > 64) return a_bytes > 16e6;  // small gathers at batch > 64: mma.sync (8 warps, nb = 64 x 4 tiles)
   if (M <= 8) return false;
@@ -683,14 +659,19 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   const bool pair = wg && g.M > 64 && (g_wg_pair == 1 || (g_wg_pair == 2 && g.M <= 128));
   const int nb = wg ? (g.M <= 64 ? 64 : (g.M <= 128 || pair) ? 128 : 256) : (g.M <= 8 ? 8 : g.M <= 16 ? 16 : g.M <= 32 ? 32 : 64);
   const int mma_stages = g_mma_stages;
+  const int wg_shape = pair ? WG_PAIR : (nb == 256 && g_wg4) ? WG_FOUR : WG_TWO;
+  // mma.sync: 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64: 2-5%
+  // faster on the H100 at batch 64, up to 25% at batch 256); 4 warps below (8 were ~1% slower at batch 16)
+  const int mma_warps = g_mma_warps > 0 ? g_mma_warps : (nb >= 64 ? 8 : 4);
   KInfo k{};
   if (with_dtype(dt, who, [&](auto t) {
-        k = pick_t<decltype(t)>(amode, wg, pair ? -128 : (nb == 256 && g_wg4) ? -256 : nb, mma_stages, g_mma_warps);
+        k = pick_t<decltype(t)>(amode, wg, nb, wg_shape, mma_stages, mma_warps);
         return 0;
       }))
     return -1;
   int occ = 1;
-  if (kernel_occupancy(k, p.device, &occ)) return -1;
+  if (kernel_occupancy(k.fn, k.nt, k.smem, &occ)) return -1;
+  if (occ < 1) return polar_set_error("%s: selective GEMM kernel (%d threads, %d B shared memory) cannot run on this GPU", who, k.nt, k.smem);
   const int tilesF = cdiv(g.F, BM), tilesM = cdiv(g.M, nb), tiles = tilesF * tilesM;
   g.nchunks = cdiv(g.K, BK);
   int s = 1;
