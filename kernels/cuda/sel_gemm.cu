@@ -15,6 +15,8 @@
 // and leaves the workspace zeroed again.
 #include <algorithm>
 #include <cfloat>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
@@ -214,14 +216,20 @@ __device__ __forceinline__ void load_afrag(uint32_t sa, int fb, int ks, int lane
 }
 
 // ---- epilogue (shared by both paths): S = fp32 tile [NB][SLD] in shared memory -----------------------
-template <typename T, int NB, int NT>
-__device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f0, int m0) {
+// BAR: the barrier among the NT epilogue threads (0: the whole CTA; else named barrier BAR of NT threads).
+template <int BAR, int NT>
+__device__ __forceinline__ void epi_sync() {
+  if (BAR == 0) __syncthreads();
+  else asm volatile("bar.sync %0, %1;\n" ::"n"(BAR), "n"(NT) : "memory");
+}
+// tile: the tile's workspace / arrival-counter slot; ns: how many CTAs add into it (1: none, no workspace);
+// split: this CTA's index among them (the plain-store reduction's partial slot).
+template <typename T, int NB, int NT, int BAR = 0>
+__device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f0, int m0, int tile, int ns, int split) {
   const int tid = threadIdx.x;
   const int mval = min(NB, g.M - m0), fval = min(BM, g.F - f0);
-  if (gridDim.y > 1) {
+  if (ns > 1) {
     __shared__ int s_last;
-    const int tile = blockIdx.z * gridDim.x + blockIdx.x;
-    const int ns = gridDim.y, split = blockIdx.y;
     const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
     if (g.reduce_atomic) {  // every split adds into one fp32 tile
       float* acc = g.ws + (size_t)tile * NB * BM;
@@ -230,9 +238,9 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
         if (f < fval) atomic_add4(acc + n * BM + f, *reinterpret_cast<const float4*>(S + n * SLD + f));
       }
       __threadfence();
-      __syncthreads();
+      epi_sync<BAR, NT>();
       if (tid == 0) s_last = atomicAdd(g.counters + tile, 1u) == ns - 1;
-      __syncthreads();
+      epi_sync<BAR, NT>();
       if (!s_last) return;
       __threadfence();
       for (int e = tid; e < mval * (BM / 4); e += NT) {
@@ -251,9 +259,9 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
         if (f < fval) __stcg(reinterpret_cast<float4*>(mine + n * BM + f), *reinterpret_cast<const float4*>(S + n * SLD + f));
       }
       __threadfence();
-      __syncthreads();
+      epi_sync<BAR, NT>();
       if (tid == 0) s_last = atomicAdd(g.counters + tile, 1u) == ns - 1;
-      __syncthreads();
+      epi_sync<BAR, NT>();
       if (!s_last) return;
       __threadfence();
       for (int e = tid; e < mval * (BM / 4); e += NT) {
@@ -276,7 +284,7 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
       }
     }
     if (tid == 0) g.counters[tile] = 0;
-    __syncthreads();
+    epi_sync<BAR, NT>();
   }
   const T* bias = static_cast<const T*>(g.bias);
   if (g.epi == EPI_COLSUM) {
@@ -419,7 +427,7 @@ __global__ void __launch_bounds__(NW * 32) sel_gemm_mma_kernel(const GemmArgs g)
         S[n * SLD + f] = acc[mt][nt][i];
       }
   __syncthreads();
-  gemm_epilogue<T, NB, NW * 32>(g, S, f0, m0);
+  gemm_epilogue<T, NB, NW * 32>(g, S, f0, m0, blockIdx.z * gridDim.x + blockIdx.x, gridDim.y, blockIdx.y);
 }
 
 // ---- wgmma path (sm_90a) ---------------------------------------------------------------------------
@@ -497,10 +505,196 @@ __global__ void __launch_bounds__(NWG * 128, MINB) sel_gemm_wgmma_kernel(const G
       S[n * SLD + f] = acc[i * 4 + j];
     }
   __syncthreads();
-  gemm_epilogue<T, NB, NWG * 128>(g, S, f0, m0);
+  gemm_epilogue<T, NB, NWG * 128>(g, S, f0, m0, blockIdx.z * gridDim.x + blockIdx.x, gridDim.y, blockIdx.y);
 #else
   __trap();  // launched only where wgmma_usable()
 #endif
+}
+
+// ---- warp-specialized, persistent wgmma path (sm_90a, nb = 256) ---------------------------------------
+// Warpgroups 0-1 consume (wgmma m64n256, 64 features each), warpgroup 2 produces: it fills a ring of
+// stage buffers, the gathered weight rows with cp.async (each producer thread arrives on the stage's "full"
+// mbarrier when its copies have landed: cp.async.mbarrier.arrive.noinc) and the activation tile with one
+// TMA box (its bytes complete the same barrier's transaction count); each consumer warp arrives on the
+// stage's "empty" mbarrier once its wgmma group on that stage has completed. The main loop has no CTA-wide
+// barrier, so the copy issue of later stages, the MMAs of one warpgroup and the MMA wait of the other
+// overlap (ncu on the lock-step kernels at batch 256: 0.25-0.46 eligible warps per scheduler).
+// Stream-K: one CTA per SM walks an equal share of all (tile, K chunk) steps, so there is no partial last
+// wave (at batch 256 the grids were 2.2-3.3 waves: fc1 of OPT-66B at 100%, 288 tiles on 132 SMs). A tile
+// that two or more CTAs share is summed through the fp32 workspace (atomics, as split-K). A fix-up in which
+// the tile's first CTA waited on flags for the others' plain-stored partials measured slower (H100 sweep at
+// batch 256: OPT-66B at 50% 0.457 -> 0.698 ms), so it was not kept.
+__device__ __forceinline__ int sk_cta_of(int64_t step, int64_t total, int G) { return (int)(((step + 1) * G - 1) / total); }
+
+template <typename T, int AMODE>
+__global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_constant__ GemmArgs g) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int NB = 256;
+  using C = Cfg<NB, true>;
+  constexpr int ST = C::STAGES;
+  extern __shared__ __align__(1024) char smem_raw[];
+  __shared__ __align__(8) uint64_t bars[2 * ST];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tilesF = (g.F + BM - 1) / BM, nc = g.nchunks, G = gridDim.x;
+  const int64_t total = (int64_t)tilesF * ((g.M + NB - 1) / NB) * nc;
+  const int64_t s_begin = (int64_t)blockIdx.x * total / G, s_end = (int64_t)(blockIdx.x + 1) * total / G;
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t sbase = (raw + 1023) & ~1023u;  // the swizzle atoms need 1024-byte alignment
+  float* S = reinterpret_cast<float*>(smem_raw + (sbase - raw));
+  const uint32_t full = smem_u32(&bars[0]), empty = smem_u32(&bars[ST]);
+  if (tid == 0) {
+    for (int s = 0; s < ST; ++s) {
+      mbar_init(full + 8 * s, 129);  // one cp.async arrival per producer thread + the TMA issuer's
+      mbar_init(empty + 8 * s, 8);   // one arrival per consumer warp
+    }
+  }
+  __syncthreads();
+  const bool early = AMODE == A_COLS && g.early_a;
+  // One tile's share of this CTA's steps: K chunks [cb, cb + nloc) of tile t.
+  struct Seg {
+    int t, cb, nloc, f0, m0;
+  };
+  auto seg_at = [&](int64_t step) {
+    Seg q;
+    q.t = (int)(step / nc);
+    q.cb = (int)(step - (int64_t)q.t * nc);
+    q.nloc = (int)(min(s_end, (int64_t)(q.t + 1) * nc) - step);
+    q.f0 = (q.t % tilesF) * BM;
+    q.m0 = (q.t / tilesF) * NB;
+    return q;
+  };
+  // The two roles run separate loops: setmaxnreg applies only where no register is shared between them.
+  if (warp >= 8) {  // producer: few registers, so that the consumers can hold 128 accumulators each
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    if (!early) griddep_wait_and_release();  // fc1's loader reads idx, written by the router
+    int ring = 0;  // stages filled so far (ring slot and mbarrier parity)
+    for (int64_t step = s_begin; step < s_end;) {
+      const Seg q = seg_at(step);
+      Loader<T, AMODE, NB, 128> ld(g, q.f0, q.m0, tid - 256);
+      auto load_b = [&](int s, int c) {
+        if (tid == 256) {
+          mbar_arrive_expect_tx(full + 8 * s, C::B_BYTES);
+          tma_load_2d(sbase + s * C::STAGE_BYTES + C::A_BYTES, &g.tmb, c * BK, q.m0, full + 8 * s);
+        }
+      };
+      int i = 0;
+      if (early && step == s_begin) {  // fc2: its first weight stages stream while fc1 finishes
+        for (int j = 0; j < ST && j < q.nloc; ++j) ld.load_a(g, sbase + j * C::STAGE_BYTES, q.cb + j);
+        griddep_wait_and_release();
+        for (; i < ST && i < q.nloc; ++i) {
+          mbar_arrive_cp_async(full + 8 * i);
+          load_b(i, q.cb + i);
+        }
+      }
+      if (i < q.nloc) ld.prefetch_rows(g, q.cb + i);
+      for (; i < q.nloc; ++i) {
+        const int r = ring + i, s = r % ST;
+        if (r >= ST) mbar_wait(empty + 8 * s, ((r / ST) & 1) ^ 1);
+        ld.load_a(g, sbase + s * C::STAGE_BYTES, q.cb + i);
+        mbar_arrive_cp_async(full + 8 * s);
+        load_b(s, q.cb + i);
+        if (i + 1 < q.nloc) ld.prefetch_rows(g, q.cb + i + 1);
+      }
+      // the next tile's copies would overwrite the ring, which holds the fp32 tile during the epilogue
+      asm volatile("bar.sync 2, 384;\n" ::: "memory");
+      ring += q.nloc;
+      step += q.nloc;
+    }
+    cp_async_wait<0>();
+  } else {  // consumers
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+    griddep_wait_and_release();  // the epilogue reads what earlier kernels wrote (y when accumulating)
+    const int wf = (warp >> 2) * 64 + (warp & 3) * 16;  // this warp's 16 features of the A fragments
+    int ring = 0;
+    for (int64_t step = s_begin; step < s_end;) {
+      const Seg q = seg_at(step);
+      float acc[NB / 2];
+#pragma unroll
+      for (int j = 0; j < NB / 2; ++j) acc[j] = 0.f;
+      for (int i = 0; i < q.nloc; ++i) {
+        const int r = ring + i, s = r % ST;
+        mbar_wait(full + 8 * s, (r / ST) & 1);
+        // the stage's weights were written through the generic proxy (cp.async); wgmma reads through the async one
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        const uint32_t sa = sbase + s * C::STAGE_BYTES;
+        const uint32_t sb = sa + C::A_BYTES;
+        uint32_t af[BK / 16][4];
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ++ks) load_afrag<AMODE>(sa, wf, ks, lane, af[ks]);
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ++ks) Wgmma<T, NB>::mma(acc, af[ks], sw128_desc(sb + ks * 32));
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        if (lane == 0) mbar_arrive(empty + 8 * s);
+      }
+      // both consumer warpgroups are done with every stage of this tile, and every copy landed (each full
+      // phase was seen), so the fp32 tile may overwrite the ring
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+#pragma unroll
+      for (int i = 0; i < NB / 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int f = wf + (lane >> 2) + ((j >> 1) << 3);
+          const int n = i * 8 + (lane & 3) * 2 + (j & 1);
+          S[n * SLD + f] = acc[i * 4 + j];
+        }
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      const int first = sk_cta_of((int64_t)q.t * nc, total, G), last = sk_cta_of((int64_t)q.t * nc + nc - 1, total, G);
+      // a shared tile: every CTA adds its part into the fp32 slot of the tile's last CTA (unique: a CTA that
+      // is the last of two tiles covers the second one whole); the last to arrive applies the epilogue
+      gemm_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0, last, last - first + 1, (int)blockIdx.x - first);
+      asm volatile("bar.sync 2, 384;\n" ::: "memory");  // the ring is free again
+      ring += q.nloc;
+      step += q.nloc;
+    }
+  }
+#else
+  __trap();  // launched only where wgmma_usable()
+#endif
+}
+
+// Grid of the warp-specialized kernel (at most one CTA per resident slot): among one CTA per tile, s CTAs per
+// tile (split-K) and one per slot (stream-K), the one with the least per-CTA time, counted in K steps: the
+// steps of the busiest CTA plus SK_PARTIAL_STEPS for each of its segments that shares a tile with another CTA
+// (H100 sweep at batch 256: OPT-6.7B fc1 at 100%, 128 tiles of 64 steps, took 0.079 ms on 128 CTAs and 0.125
+// on 132, whose CTAs have two shared tiles each: ~20 steps of 1.2 us per shared tile; the fp32 atomic adds of
+// all CTAs reach L2 at once). *split: some tile is shared (the workspace is needed).
+constexpr int SK_PARTIAL_STEPS = 20;
+int sk_cost(int64_t total, int nchunks, int G, bool* split) {
+  int64_t worst = 0;
+  *split = false;
+  for (int c = 0; c < G; ++c) {
+    const int64_t b = (int64_t)c * total / G, e = (int64_t)(c + 1) * total / G;
+    int64_t cost = e - b;
+    for (int64_t x = b; x < e;) {  // this CTA's segments, one per tile
+      const int64_t t = x / nchunks, te = std::min(e, (t + 1) * nchunks);
+      if (x != t * nchunks || te != (t + 1) * nchunks) {
+        cost += SK_PARTIAL_STEPS;
+        *split = true;
+      }
+      x = te;
+    }
+    worst = std::max(worst, cost);
+  }
+  return (int)std::min<int64_t>(worst, INT32_MAX);
+}
+int sk_grid(int tiles, int nchunks, int slots, bool* split) {
+  const int64_t total = (int64_t)tiles * nchunks;
+  const int maxg = (int)std::max<int64_t>(1, std::min<int64_t>(slots, (total + 3) / 4));  // >= 4 steps per CTA
+  int best_g = maxg, best = INT32_MAX;
+  auto consider = [&](int G) {
+    bool sp;
+    const int c = sk_cost(total, nchunks, G, &sp);
+    if (c < best) {
+      best = c;
+      best_g = G;
+    }
+  };
+  for (int s = 1; (int64_t)tiles * s <= maxg; ++s) consider(tiles * s);
+  consider(maxg);
+  sk_cost(total, nchunks, best_g, split);
+  return best_g;
 }
 
 // ---- host side --------------------------------------------------------------------------------------
@@ -509,6 +703,7 @@ struct KInfo {
   int smem, nt, nb;
   bool wg;
   int stages;
+  bool tma_b = false;  // reads B through the TMA map g.tmb
 };
 
 template <typename T, int AMODE, int ST, int NW>
@@ -522,15 +717,17 @@ KInfo pick_mma(int nb) {
   }
 }
 
-// Kernel shapes of the wgmma path (chosen in gemm_plan). WG_TWO: two warpgroups (m64 x nb each); WG_PAIR: nb = 128, two CTAs per SM; WG_FOUR: nb = 256, four
-// warpgroups of m64n128
-enum WgShape { WG_TWO = 0, WG_PAIR = 1, WG_FOUR = 2 };
+// Kernel shapes of the wgmma path (chosen in gemm_plan). WG_TWO: two warpgroups (m64 x nb each); WG_PAIR:
+// nb = 128, two CTAs per SM; WG_FOUR: nb = 256, four warpgroups of m64n128; WG_WS: nb = 256, warp-specialized
+enum WgShape { WG_TWO = 0, WG_PAIR = 1, WG_FOUR = 2, WG_WS = 3 };
 
 template <typename T, int AMODE>
 KInfo pick_kernel(bool wg, int nb, int wg_shape, int mma_stages, int mma_warps) {
   if (wg) {
     if (wg_shape == WG_PAIR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128, 2>, Cfg<128, true, 4, 2>::SMEM, 256, 128, true, Cfg<128, true, 4, 2>::STAGES};
+    if (wg_shape == WG_WS)
+      return {(const void*)sel_gemm_ws_kernel<T, AMODE>, Cfg<256, true>::SMEM, 384, 256, true, Cfg<256, true>::STAGES, true};
     if (wg_shape == WG_FOUR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256, 1, 4>, Cfg<256, true>::SMEM, 512, 256, true, Cfg<256, true>::STAGES};
     switch (nb) {
@@ -597,7 +794,7 @@ double env_double(const char* name, double dflt) {
 int g_mma_stages = -1;
 int g_mma_warps = -1;
 int g_wg_pair = -1;
-int g_wg4 = -1;
+int g_nb256 = -1;
 double g_split_pen = -1;
 bool g_pdl = std::getenv("POLAR_CUDA_NO_PDL") == nullptr;
 // split-K reduction: fp32 atomics into one tile (default), or plain partial stores summed by the last CTA
@@ -606,10 +803,14 @@ int g_reduce_atomic = std::getenv("POLAR_CUDA_STORE_REDUCE") == nullptr;
 void tuning_init() {
   if (g_mma_stages < 0) g_mma_stages = env_int("POLAR_CUDA_MMA_STAGES", 3) == 4 ? 4 : 3;
   if (g_split_pen < 0) g_split_pen = env_double("POLAR_CUDA_SPLIT_PENALTY", 1.0);
-  // four warpgroups at nb = 256 (default; POLAR_CUDA_WG4=0 turns it off): H100 sweep at batch 256, opt-6.7b
-  // at 25% fc1 0.067 -> 0.057 ms and fc2 0.068 -> 0.058, at 100% 0.093/0.131 -> 0.088/0.122; opt-66b at 50%
-  // 0.303/0.301 -> 0.298/0.298; opt-66b at 100% 2% slower (0.511/0.514 -> 0.529/0.518)
-  if (g_wg4 < 0) g_wg4 = env_int("POLAR_CUDA_WG4", 1) ? 1 : 0;
+  // kernel at nb = 256 (POLAR_CUDA_NB256: 0 two warpgroups, 1 four, 2 by size (default, see gemm_plan), 3
+  // warp-specialized). Four warpgroups against two, H100 sweep at batch 256: opt-6.7b at 25% fc1 0.067 ->
+  // 0.057 ms and fc2 0.068 -> 0.058, at 100% 0.093/0.131 -> 0.088/0.122; opt-66b at 50% 0.303/0.301 ->
+  // 0.298/0.298; opt-66b at 100% 2% slower
+  if (g_nb256 < 0) {
+    const int v = env_int("POLAR_CUDA_NB256", 2);
+    g_nb256 = v >= 0 && v <= 3 ? v : 2;
+  }
   if (g_wg_pair < 0) {  // POLAR_CUDA_WG_PAIR: 0 never, 1 at every batch > 64, unset/other: batch 65-128
     const int v = env_int("POLAR_CUDA_WG_PAIR", 2);
     g_wg_pair = v == 0 || v == 1 ? v : 2;
@@ -639,6 +840,7 @@ bool auto_wgmma(int amode, int M, double a_bytes) {
 struct GemmPlan {
   KInfo k;
   int occ, tilesF, tilesM, splits;
+  int sk_ctas;  // > 0: the stream-K kernel's grid
   bool pdl;  // programmatic dependent launch (sm_90+)
   size_t cnt_bytes, bytes;
 };
@@ -659,7 +861,12 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   const bool pair = wg && g.M > 64 && (g_wg_pair == 1 || (g_wg_pair == 2 && g.M <= 128));
   const int nb = wg ? (g.M <= 64 ? 64 : (g.M <= 128 || pair) ? 128 : 256) : (g.M <= 8 ? 8 : g.M <= 16 ? 16 : g.M <= 32 ? 32 : 64);
   const int mma_stages = g_mma_stages;
-  const int wg_shape = pair ? WG_PAIR : (nb == 256 && g_wg4) ? WG_FOUR : WG_TWO;
+  // nb = 256: the warp-specialized stream-K kernel from 100 MB of gathered weights (H100 sweep at batch 256:
+  // OPT-66B at 50% 0.597 -> 0.457 ms for fc1 + fc2, at 100% 1.018 -> 0.820; OPT-6.7B at 100% fc1 0.089 ->
+  // 0.079), four lock-step warpgroups below (OPT-6.7B at 25%, 34 MB: 0.116 vs 0.127). It needs K > 0 (with no
+  // K step it would write nothing).
+  const bool ws = g.K > 0 && (g_nb256 == 3 || (g_nb256 == 2 && (double)g.F * g.K * 2 >= 100e6));
+  const int wg_shape = pair ? WG_PAIR : nb != 256 ? WG_TWO : ws ? WG_WS : g_nb256 == 0 ? WG_TWO : WG_FOUR;
   // mma.sync: 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64: 2-5%
   // faster on the H100 at batch 64, up to 25% at batch 256); 4 warps below (8 were ~1% slower at batch 16)
   const int mma_warps = g_mma_warps > 0 ? g_mma_warps : (nb >= 64 ? 8 : 4);
@@ -681,6 +888,15 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   }
   g.cps = g.nchunks > 0 ? cdiv(g.nchunks, s) : 0;
   if (g.nchunks > 0) s = cdiv(g.nchunks, g.cps);
+  pl->sk_ctas = 0;
+  if (k.tma_b) {  // stream-K (splits_req > 0: at most that many CTAs per tile, e.g. 1 = one CTA per tile)
+    bool split = false;
+    const int slots = splits_req > 0 ? std::min(occ * p.sms, tiles * splits_req) : occ * p.sms;
+    pl->sk_ctas = sk_grid(tiles, g.nchunks, slots, &split);
+    s = 1;
+    pl->cnt_bytes = align_up((size_t)pl->sk_ctas * 4, 256);
+    pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
+  }
   pl->k = k;
   pl->pdl = p.major >= 9 && g_pdl;
   pl->occ = occ;
@@ -688,9 +904,41 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   pl->tilesM = tilesM;
   pl->splits = s;
   g.m_inner = pair ? tilesM : 0;
-  pl->cnt_bytes = align_up((size_t)tiles * 4, 256);
-  pl->bytes = s > 1 ? pl->cnt_bytes + (size_t)tiles * nb * BM * 4 * (g_reduce_atomic ? 1 : s) : 0;
-  g.reduce_atomic = g_reduce_atomic;
+  if (!k.tma_b) {
+    pl->cnt_bytes = align_up((size_t)tiles * 4, 256);
+    pl->bytes = s > 1 ? pl->cnt_bytes + (size_t)tiles * nb * BM * 4 * (g_reduce_atomic ? 1 : s) : 0;
+  }
+  g.reduce_atomic = k.tma_b ? 1 : g_reduce_atomic;  // the stream-K kernel's workspace holds one tile per slot
+  return 0;
+}
+
+// TMA map of B ([M rows][K], row stride ldb) in boxes of [256 rows][64 k] with the 128-byte swizzle of the
+// wgmma descriptors; rows and k outside the matrix are zero-filled. The encoder is a driver function, fetched
+// once through the runtime (no link against libcuda).
+using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*,
+                                 const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                 CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+int encode_b_map(GemmArgs* g, const char* who) {
+  static EncodeTiled enc = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      fn = nullptr;
+    }
+    return reinterpret_cast<EncodeTiled>(fn);
+  }();
+  if (!enc) return polar_set_error("%s: the CUDA driver has no cuTensorMapEncodeTiled (needed by the batch-256 kernel)", who);
+  const cuuint64_t dims[2] = {(cuuint64_t)g->K, (cuuint64_t)g->M};
+  const cuuint64_t strides[1] = {(cuuint64_t)g->ldb * 2};
+  const cuuint32_t box[2] = {BK, 256}, es[2] = {1, 1};
+  const CUresult r = enc(&g->tmb, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<void*>(g->B), dims, strides, box, es,
+                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    return polar_set_error("%s: cuTensorMapEncodeTiled failed (error %d) for B of %d x %d, row stride %lld", who, (int)r, g->M,
+                           g->K, (long long)g->ldb);
   return 0;
 }
 
@@ -703,15 +951,18 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
     return 0;
   }
   if (g.M <= 0 || g.F <= 0) return 0;
-  if (pl.splits > 1) {
+  if (pl.bytes > 0) {  // split-K, or stream-K with a shared tile
     POLAR_REQ(ws != nullptr && ws_bytes >= pl.bytes, "%s: expected a workspace of at least %zu bytes, received %zu%s", who,
               pl.bytes, ws_bytes, ws ? "" : " (NULL)");
     g.counters = static_cast<unsigned*>(ws);
     g.ws = reinterpret_cast<float*>(static_cast<char*>(ws) + pl.cnt_bytes);
   }
+  if (pl.k.tma_b && encode_b_map(&g, who)) return -1;
   void* args[] = {&g};
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = g.m_inner ? dim3(pl.tilesF * pl.tilesM, pl.splits, 1) : dim3(pl.tilesF, pl.splits, pl.tilesM);
+  cfg.gridDim = pl.sk_ctas  ? dim3(pl.sk_ctas)
+                : g.m_inner ? dim3(pl.tilesF * pl.tilesM, pl.splits, 1)
+                            : dim3(pl.tilesF, pl.splits, pl.tilesM);
   cfg.blockDim = dim3(pl.k.nt);
   cfg.dynamicSmemBytes = (size_t)pl.k.smem;
   cfg.stream = st;
@@ -727,6 +978,12 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
 int gemm_describe(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, char* buf, size_t n, const char* who) {
   GemmPlan pl;
   if (gemm_plan(dt, amode, g, impl, splits_req, &pl, who)) return -1;
+  if (pl.sk_ctas) {
+    const double steps = (double)pl.tilesF * pl.tilesM * g.nchunks / pl.sk_ctas;
+    std::snprintf(buf, n, "wgmma-ws nb=%d stages=%d stream-k ctas=%d tiles=%d steps/cta=%.1f ws=%zu", pl.k.nb, pl.k.stages,
+                  pl.sk_ctas, pl.tilesF * pl.tilesM, steps, pl.bytes);
+    return 0;
+  }
   std::snprintf(buf, n, "%s%s nb=%d stages=%d grid=%dx%dx%d chunks/cta=%d ctas/sm=%d ws=%zu reduce=%s", pl.k.wg ? "wgmma" : "mma", !pl.k.wg && pl.k.nt == 256 ? "-8w" : g.m_inner ? "-pair" : pl.k.nt == 512 ? "-4wg" : "",
                 pl.k.nb, pl.k.stages, pl.tilesF, pl.splits, pl.tilesM, g.cps, pl.occ, pl.bytes, g_reduce_atomic ? "atomic" : "store");
   return 0;
@@ -821,9 +1078,9 @@ extern "C" int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, c
 }
 
 extern "C" void polar_cuda_set_reduce_atomic(int on) { polar_cuda::g_reduce_atomic = on ? 1 : 0; }
-extern "C" void polar_cuda_set_wgmma_wg4(int on) {
+extern "C" void polar_cuda_set_wgmma_nb256(int shape) {
   polar_cuda::tuning_init();
-  polar_cuda::g_wg4 = on ? 1 : 0;
+  if (shape >= 0 && shape <= 3) polar_cuda::g_nb256 = shape;
 }
 extern "C" void polar_cuda_set_wgmma_pair(int on) {
   polar_cuda::tuning_init();

@@ -1,5 +1,7 @@
 // Internal interface of the selective GEMM (sel_gemm.cu), used by the MLP entry points and the routers.
 #pragma once
+#include <cuda.h>  // CUtensorMap (the type only; the encoder is fetched from the driver at run time)
+
 #include "common.cuh"
 
 namespace polar_cuda {
@@ -21,12 +23,13 @@ struct GemmArgs {
   float* colsum;
   int colsum_sigmoid, epi, act;
   int M, F, K;
-  int early_a;
+  int early_a;        // A_COLS: stream the first weight tiles before waiting for the previous kernel
   int m_inner;        // set by gemm_run: > 0 = the batch tiles are interleaved in grid.x (x = f_tile * m_inner + m_tile)
-  int reduce_atomic;  // set by gemm_run        // A_COLS: stream the first weight tiles before waiting for the previous kernel
+  int reduce_atomic;  // set by gemm_run
   int nchunks, cps;   // set by gemm_run
   float* ws;          // set by gemm_run
   unsigned* counters;
+  CUtensorMap tmb;    // set by gemm_run for the warp-specialized kernel: TMA map of B, boxes of [256 rows][64 k]
 };
 
 // Plans and launches. need != NULL: only computes the workspace bytes into *need.

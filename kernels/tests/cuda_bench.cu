@@ -383,6 +383,9 @@ static void bench_sweep() {
       vars.push_back({"wgmma", POLAR_IMPL_WGMMA, 0, 3, 1.0});
     }
     vars.push_back({"wg2", POLAR_IMPL_AUTO, 0, 3, 1.0});
+    vars.push_back({"wg4", POLAR_IMPL_AUTO, 0, 3, 1.0});
+    vars.push_back({"ws", POLAR_IMPL_AUTO, 0, 3, 1.0});
+    vars.push_back({"ws-s1", POLAR_IMPL_AUTO, 1, 3, 1.0});
     vars.push_back({"pair", POLAR_IMPL_AUTO, 0, 3, 1.0});
     vars.push_back({"pair-pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25});
     vars.push_back({"mma-8w", POLAR_IMPL_MMA, 0, 3, 1.0});
@@ -391,7 +394,7 @@ static void bench_sweep() {
       polar_cuda_set_tuning(v.stages, v.pen);
       polar_cuda_set_mma_warps(v.name.find("8w") != std::string::npos ? 8 : v.name.find("4w") != std::string::npos ? 4 : 0);
       polar_cuda_set_wgmma_pair(v.name.rfind("pair", 0) == 0);
-      polar_cuda_set_wgmma_wg4(v.name.rfind("wg2", 0) != 0);
+      polar_cuda_set_wgmma_nb256(v.name.rfind("wg2", 0) == 0 ? 0 : v.name.rfind("wg4", 0) == 0 ? 1 : v.name.rfind("ws", 0) == 0 ? 3 : 2);
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;
       mlp_params(B, P.m, k, true, v.impl, &p1, &p2);
@@ -412,7 +415,7 @@ static void bench_sweep() {
     polar_cuda_set_tuning(3, 1.0);
     polar_cuda_set_mma_warps(0);
     polar_cuda_set_wgmma_pair(2);
-    polar_cuda_set_wgmma_wg4(1);
+    polar_cuda_set_wgmma_nb256(2);
   }
 }
 

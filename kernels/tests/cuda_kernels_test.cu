@@ -511,7 +511,7 @@ int main(int argc, char** argv) {
   // MLP grid
   std::vector<MlpCase> mlp = {{1, 64, 256, 64}, {5, 136, 512, 200}, {16, 256, 300, 128}, {33, 512, 1024, 384},
                               {64, 1024, 2048, 520}, {100, 256, 512, 256}, {256, 512, 1024, 640}};
-  if (g_quick) mlp = {{3, 136, 256, 72}, {70, 128, 256, 136}};
+  if (g_quick) mlp = {{3, 136, 256, 72}, {70, 128, 256, 136}, {200, 128, 256, 136}};
   for (polar_dtype dt : dts)
     for (const MlpCase& c : mlp)
       for (int impl : impls)
@@ -539,16 +539,18 @@ int main(int argc, char** argv) {
   }
   polar_cuda_set_mma_warps(0);
   if (g_wgmma) {  // wgmma pairs at every batch > 64 (1), and never (0: one nb = 128 CTA per SM at 65-128)
-    for (int pr : {1, 0, 3}) {  // 3: no pairs, two warpgroups at nb = 256 (the default has four)
-      polar_cuda_set_wgmma_pair(pr == 3 ? 0 : pr);
-      polar_cuda_set_wgmma_wg4(pr != 3);
+    // 3, 4, 5: no pairs, and two / four warpgroups / the warp-specialized stream-K kernel at nb = 256 (the
+    // default picks four or warp-specialized by size; these shapes are small)
+    for (int pr : {1, 0, 3, 4, 5}) {
+      polar_cuda_set_wgmma_pair(pr >= 3 ? 0 : pr);
+      polar_cuda_set_wgmma_nb256(pr == 3 ? 0 : pr == 4 ? 1 : pr == 5 ? 3 : 2);
       for (polar_dtype dt : dts)
         for (const MlpCase& c : mlp)
           for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_WGMMA, splits, true, (seed & 1) == 0, false, seed++);
       for (polar_dtype dt : dts) test_mlp(dt, {300, 1024, 2048, 520}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);
     }
     polar_cuda_set_wgmma_pair(2);
-    polar_cuda_set_wgmma_wg4(1);
+    polar_cuda_set_wgmma_nb256(2);
   }
   for (polar_dtype dt : dts) {
     test_mlp(dt, {7, 256, 128, 128}, POLAR_IMPL_AUTO, 0, true, true, true, seed++);       // idx NULL (dense fc1/fc2)

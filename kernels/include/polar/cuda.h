@@ -179,9 +179,11 @@ void polar_cuda_set_mma_warps(int warps);
 // Experimental: the wgmma path's nb = 128 tiles with two CTAs per SM and interleaved batch tiles: 0 never,
 // 1 at every batch > 64, 2 at batch 65-128 (the default).
 void polar_cuda_set_wgmma_pair(int on);
-// Experimental: batch tiles of 256 on the wgmma path with four warpgroups (m64n128 each; 1, the default)
-// or two (m64n256 each; 0).
-void polar_cuda_set_wgmma_wg4(int on);
+// Experimental: the kernel of the wgmma path's batch tiles of 256: two warpgroups (m64n256 each; 0), four
+// (m64n128 each; 1), by size (2, the default: warp-specialized from 100 MB of gathered weights, else four),
+// or warp-specialized (3: a producer warpgroup with cp.async and TMA, two m64n256 consumers behind mbarriers,
+// a stream-K grid). Other values keep the current one.
+void polar_cuda_set_wgmma_nb256(int shape);
 // Split-K count of the head router's GEMM (0 = the default heuristic: about 4 K chunks of 64 per CTA).
 void polar_cuda_set_router_splits(int splits);
 
