@@ -511,8 +511,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB) sel_gemm_wgmma_kernel(const G
 #endif
 }
 
-// ---- warp-specialized, persistent wgmma path (sm_90a, nb = 256) ---------------------------------------
-// Warpgroups 0-1 consume (wgmma m64n256, 64 features each), warpgroup 2 produces: it fills a ring of
+// ---- warp-specialized, persistent wgmma path (sm_90a; nb = 256 by default, 64/128 for experiments) ------
+// Warpgroups 0-1 consume (wgmma m64nNB, 64 features each), warpgroup 2 produces: it fills a ring of
 // stage buffers, the gathered weight rows with cp.async (each producer thread arrives on the stage's "full"
 // mbarrier when its copies have landed: cp.async.mbarrier.arrive.noinc) and the activation tile with one
 // TMA box (its bytes complete the same barrier's transaction count); each consumer warp arrives on the
@@ -526,10 +526,9 @@ __global__ void __launch_bounds__(NWG * 128, MINB) sel_gemm_wgmma_kernel(const G
 // batch 256: OPT-66B at 50% 0.457 -> 0.698 ms), so it was not kept.
 __device__ __forceinline__ int sk_cta_of(int64_t step, int64_t total, int G) { return (int)(((step + 1) * G - 1) / total); }
 
-template <typename T, int AMODE>
+template <typename T, int AMODE, int NB>
 __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_constant__ GemmArgs g) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int NB = 256;
   using C = Cfg<NB, true>;
   constexpr int ST = C::STAGES;
   extern __shared__ __align__(1024) char smem_raw[];
@@ -565,7 +564,7 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
   };
   // The two roles run separate loops: setmaxnreg applies only where no register is shared between them.
   if (warp >= 8) {  // producer: few registers, so that the consumers can hold 128 accumulators each
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    if (NB == 256) asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
     if (!early) griddep_wait_and_release();  // fc1's loader reads idx, written by the router
     int ring = 0;  // stages filled so far (ring slot and mbarrier parity)
     for (int64_t step = s_begin; step < s_end;) {
@@ -602,7 +601,7 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
     }
     cp_async_wait<0>();
   } else {  // consumers
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+    if (NB == 256) asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
     griddep_wait_and_release();  // the epilogue reads what earlier kernels wrote (y when accumulating)
     const int wf = (warp >> 2) * 64 + (warp & 3) * 16;  // this warp's 16 features of the A fragments
     int ring = 0;
@@ -726,8 +725,11 @@ KInfo pick_kernel(bool wg, int nb, int wg_shape, int mma_stages, int mma_warps) 
   if (wg) {
     if (wg_shape == WG_PAIR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128, 2>, Cfg<128, true, 4, 2>::SMEM, 256, 128, true, Cfg<128, true, 4, 2>::STAGES};
-    if (wg_shape == WG_WS)
-      return {(const void*)sel_gemm_ws_kernel<T, AMODE>, Cfg<256, true>::SMEM, 384, 256, true, Cfg<256, true>::STAGES, true};
+    if (wg_shape == WG_WS) switch (nb) {
+        case 64: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 64>, Cfg<64, true>::SMEM, 384, 64, true, Cfg<64, true>::STAGES, true};
+        case 128: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 128>, Cfg<128, true>::SMEM, 384, 128, true, Cfg<128, true>::STAGES, true};
+        default: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 256>, Cfg<256, true>::SMEM, 384, 256, true, Cfg<256, true>::STAGES, true};
+      }
     if (wg_shape == WG_FOUR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256, 1, 4>, Cfg<256, true>::SMEM, 512, 256, true, Cfg<256, true>::STAGES};
     switch (nb) {
@@ -865,8 +867,12 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // OPT-66B at 50% 0.597 -> 0.457 ms for fc1 + fc2, at 100% 1.018 -> 0.820; OPT-6.7B at 100% fc1 0.089 ->
   // 0.079), four lock-step warpgroups below (OPT-6.7B at 25%, 34 MB: 0.116 vs 0.127). It needs K > 0 (with no
   // K step it would write nothing).
-  const bool ws = g.K > 0 && (g_nb256 == 3 || (g_nb256 == 2 && (double)g.F * g.K * 2 >= 100e6));
-  const int wg_shape = pair ? WG_PAIR : nb != 256 ? WG_TWO : ws ? WG_WS : g_nb256 == 0 ? WG_TWO : WG_FOUR;
+  // POLAR_CUDA_NB256=3 (experiments): the warp-specialized kernel at every batch tile of the wgmma path. At
+  // nb = 64 / 128 it measured no gain (H100 sweep: OPT-66B batch 64 at 50% 0.336 ms vs 0.304 for mma.sync;
+  // batch 128 at 50% 0.372 vs 0.369 for the wgmma pair), so the default keeps it at nb = 256.
+  const bool ws = g.K > 0 && (g_nb256 == 3 || (g_nb256 == 2 && nb == 256 && (double)g.F * g.K * 2 >= 100e6));
+  const bool pair_k = pair && !ws;
+  const int wg_shape = ws ? WG_WS : pair_k ? WG_PAIR : nb != 256 ? WG_TWO : g_nb256 == 0 ? WG_TWO : WG_FOUR;
   // mma.sync: 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64: 2-5%
   // faster on the H100 at batch 64, up to 25% at batch 256); 4 warps below (8 were ~1% slower at batch 16)
   const int mma_warps = g_mma_warps > 0 ? g_mma_warps : (nb >= 64 ? 8 : 4);
@@ -903,7 +909,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   pl->tilesF = tilesF;
   pl->tilesM = tilesM;
   pl->splits = s;
-  g.m_inner = pair ? tilesM : 0;
+  g.m_inner = pair_k ? tilesM : 0;
   if (!k.tma_b) {
     pl->cnt_bytes = align_up((size_t)tiles * 4, 256);
     pl->bytes = s > 1 ? pl->cnt_bytes + (size_t)tiles * nb * BM * 4 * (g_reduce_atomic ? 1 : s) : 0;
@@ -912,13 +918,13 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   return 0;
 }
 
-// TMA map of B ([M rows][K], row stride ldb) in boxes of [256 rows][64 k] with the 128-byte swizzle of the
+// TMA map of B ([M rows][K], row stride ldb) in boxes of [nb rows][64 k] with the 128-byte swizzle of the
 // wgmma descriptors; rows and k outside the matrix are zero-filled. The encoder is a driver function, fetched
 // once through the runtime (no link against libcuda).
 using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*,
                                  const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
                                  CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-int encode_b_map(GemmArgs* g, const char* who) {
+int encode_b_map(GemmArgs* g, int nb, const char* who) {
   static EncodeTiled enc = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult q;
@@ -932,7 +938,7 @@ int encode_b_map(GemmArgs* g, const char* who) {
   if (!enc) return polar_set_error("%s: the CUDA driver has no cuTensorMapEncodeTiled (needed by the batch-256 kernel)", who);
   const cuuint64_t dims[2] = {(cuuint64_t)g->K, (cuuint64_t)g->M};
   const cuuint64_t strides[1] = {(cuuint64_t)g->ldb * 2};
-  const cuuint32_t box[2] = {BK, 256}, es[2] = {1, 1};
+  const cuuint32_t box[2] = {BK, (cuuint32_t)nb}, es[2] = {1, 1};
   const CUresult r = enc(&g->tmb, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<void*>(g->B), dims, strides, box, es,
                          CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
@@ -957,7 +963,7 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
     g.counters = static_cast<unsigned*>(ws);
     g.ws = reinterpret_cast<float*>(static_cast<char*>(ws) + pl.cnt_bytes);
   }
-  if (pl.k.tma_b && encode_b_map(&g, who)) return -1;
+  if (pl.k.tma_b && encode_b_map(&g, pl.k.nb, who)) return -1;
   void* args[] = {&g};
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = pl.sk_ctas  ? dim3(pl.sk_ctas)

@@ -29,7 +29,7 @@ struct GemmArgs {
   int nchunks, cps;   // set by gemm_run
   float* ws;          // set by gemm_run
   unsigned* counters;
-  CUtensorMap tmb;    // set by gemm_run for the warp-specialized kernel: TMA map of B, boxes of [256 rows][64 k]
+  CUtensorMap tmb;    // set by gemm_run for the warp-specialized kernel: TMA map of B, boxes of [nb rows][64 k]
 };
 
 // Plans and launches. need != NULL: only computes the workspace bytes into *need.

@@ -366,7 +366,8 @@ static void bench_sweep() {
     int d, ffn, m;
     double dens;
   } pts[] = {{"opt-6.7b", 4096, 16384, 256, 0.25}, {"opt-66b", 9216, 36864, 256, 0.1}, {"opt-66b", 9216, 36864, 256, 0.5},
-             {"opt-66b", 9216, 36864, 256, 1.0},   {"opt-6.7b", 4096, 16384, 256, 1.0}, {"opt-66b", 9216, 36864, 128, 0.5}};
+             {"opt-66b", 9216, 36864, 256, 1.0},   {"opt-6.7b", 4096, 16384, 256, 1.0}, {"opt-66b", 9216, 36864, 128, 0.5},
+             {"opt-66b", 9216, 36864, 64, 0.5},    {"opt-66b", 9216, 36864, 64, 0.1},  {"opt-6.7b", 4096, 16384, 64, 1.0}};
   for (const Pt& P : pts) {
     MlpBufs B(P.d, P.ffn, P.m);
     const int k = (int)point_idx(B, P.ffn, P.m, P.dens).size();
@@ -384,8 +385,10 @@ static void bench_sweep() {
     }
     vars.push_back({"wg2", POLAR_IMPL_AUTO, 0, 3, 1.0});
     vars.push_back({"wg4", POLAR_IMPL_AUTO, 0, 3, 1.0});
-    vars.push_back({"ws", POLAR_IMPL_AUTO, 0, 3, 1.0});
-    vars.push_back({"ws-s1", POLAR_IMPL_AUTO, 1, 3, 1.0});
+    if (g_wgmma) {  // the warp-specialized stream-K kernel at this batch tile (forced)
+      vars.push_back({"ws", POLAR_IMPL_WGMMA, 0, 3, 1.0});
+      vars.push_back({"ws-s1", POLAR_IMPL_WGMMA, 1, 3, 1.0});
+    }
     vars.push_back({"pair", POLAR_IMPL_AUTO, 0, 3, 1.0});
     vars.push_back({"pair-pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25});
     vars.push_back({"mma-8w", POLAR_IMPL_MMA, 0, 3, 1.0});
