@@ -59,19 +59,26 @@ std::mutex g_occ_mu;
 struct OccEntry {
   int dev;
   const void* fn;
-  int threads, smem, occ;
+  int threads, smem, cluster, occ;  // cluster 0: CTAs per SM; > 0: clusters of (1, cluster, 1) on the GPU
 };
 OccEntry g_occ[256];
 int g_nocc = 0;
+int occupancy_of(const void* fn, int threads, int smem, int cluster, int* occ);
 }  // namespace
 
-int kernel_occupancy(const void* fn, int threads, int smem, int* occ) {
+int kernel_occupancy(const void* fn, int threads, int smem, int* occ) { return occupancy_of(fn, threads, smem, 0, occ); }
+int cluster_occupancy(const void* fn, int threads, int smem, int cluster, int* n) {
+  return occupancy_of(fn, threads, smem, cluster, n);
+}
+
+namespace {
+int occupancy_of(const void* fn, int threads, int smem, int cluster, int* occ) {
   DevProps p;
   if (dev_props(&p)) return -1;
   std::lock_guard<std::mutex> lk(g_occ_mu);
   for (int i = 0; i < g_nocc; ++i) {
     const OccEntry& e = g_occ[i];
-    if (e.dev == p.device && e.fn == fn && e.threads == threads && e.smem == smem) {
+    if (e.dev == p.device && e.fn == fn && e.threads == threads && e.smem == smem && e.cluster == cluster) {
       *occ = e.occ;
       return 0;
     }
@@ -82,17 +89,33 @@ int kernel_occupancy(const void* fn, int threads, int smem, int* occ) {
     POLAR_CU(cudaFuncGetAttributes(&fa, fn));
     const int most = p.smem_optin - (int)fa.sharedSizeBytes;
     if (smem > most) {
-      if (g_nocc < 256) g_occ[g_nocc++] = {p.device, fn, threads, smem, 0};
+      if (g_nocc < 256) g_occ[g_nocc++] = {p.device, fn, threads, smem, cluster, 0};
       *occ = 0;
       return 0;
     }
     POLAR_CU(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
   }
-  POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, fn, threads, smem));
-  if (g_nocc < 256) g_occ[g_nocc++] = {p.device, fn, threads, smem, o};
+  if (cluster > 0) {  // GPC sizes limit how many clusters fit at once (fewer CTAs than SMs x occupancy)
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(1, cluster, 1);
+    cfg.blockDim = dim3(threads);
+    cfg.dynamicSmemBytes = (size_t)smem;
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeClusterDimension;
+    at.val.clusterDim.x = 1;
+    at.val.clusterDim.y = cluster;
+    at.val.clusterDim.z = 1;
+    cfg.attrs = &at;
+    cfg.numAttrs = 1;
+    POLAR_CU(cudaOccupancyMaxActiveClusters(&o, fn, &cfg));
+  } else {
+    POLAR_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, fn, threads, smem));
+  }
+  if (g_nocc < 256) g_occ[g_nocc++] = {p.device, fn, threads, smem, cluster, o};
   *occ = o;
   return 0;
 }
+}  // namespace
 
 bool wgmma_usable() {
   DevProps p;

@@ -89,6 +89,8 @@ int dev_props(DevProps* out);  // current device
 // limit raised to the most the device allows next to its static shared memory (never lowered again by a
 // smaller request). *occ = 0: it cannot run with that much.
 int kernel_occupancy(const void* fn, int threads, int smem, int* occ);
+// How many clusters of (1, cluster, 1) such CTAs fit on the GPU at once (sm_90; cached the same way).
+int cluster_occupancy(const void* fn, int threads, int smem, int cluster, int* n);
 bool wgmma_usable();           // sm_90 device and the sm_90a kernels are in this binary
 
 // ---- PTX wrappers ------------------------------------------------------------------------------

@@ -465,9 +465,8 @@ int mlp_router_layout(const polar_cuda_mlp_router_params* p, const GemmArgs& g1,
 // one-chunk CTAs whose fp32 partial tiles then all met in atomics on the same few KB. About 4 chunks per CTA
 // keeps the atomics few while still spreading the weight stream (H100, opt-66b batch 64: 0.023 ms at 4
 // chunks per CTA, 0.024 at 8, 0.028 at 1, 0.070 unsplit; bench --sweep).
-int g_router_splits = 0;
 int head_router_splits(int d) {
-  if (g_router_splits > 0) return g_router_splits;
+  if (tuning().router_splits > 0) return tuning().router_splits;
   const int chunks = cdiv(d, 64);
   return std::max(1, std::min(chunks, cdiv(chunks, 4)));
 }
@@ -594,4 +593,3 @@ extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
   return 0;
 }
 
-extern "C" void polar_cuda_set_router_splits(int splits) { polar_cuda::g_router_splits = splits > 0 ? splits : 0; }

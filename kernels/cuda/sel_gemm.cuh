@@ -29,8 +29,12 @@ struct GemmArgs {
   int nchunks, cps;   // set by gemm_run
   float* ws;          // set by gemm_run
   unsigned* counters;
+  int cluster_reduce;  // set by gemm_run: the split-K CTAs of a tile are one cluster (lock-step wgmma kernel)
   CUtensorMap tmb;    // set by gemm_run for the warp-specialized kernel: TMA map of B, boxes of [nb rows][64 k]
 };
+
+// The experimental tuning knobs (polar_cuda_set_tuning; from the environment until set).
+const polar_cuda_tuning& tuning();
 
 // Plans and launches. need != NULL: only computes the workspace bytes into *need.
 int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits, cudaStream_t st, void* ws, size_t ws_bytes,

@@ -368,6 +368,8 @@ static void bench_sweep() {
   } pts[] = {{"opt-6.7b", 4096, 16384, 256, 0.25}, {"opt-66b", 9216, 36864, 256, 0.1}, {"opt-66b", 9216, 36864, 256, 0.5},
              {"opt-66b", 9216, 36864, 256, 1.0},   {"opt-6.7b", 4096, 16384, 256, 1.0}, {"opt-66b", 9216, 36864, 128, 0.5},
              {"opt-66b", 9216, 36864, 64, 0.5},    {"opt-66b", 9216, 36864, 64, 0.1},  {"opt-6.7b", 4096, 16384, 64, 1.0}};
+  polar_cuda_tuning defaults;
+  polar_cuda_get_tuning(&defaults);
   for (const Pt& P : pts) {
     MlpBufs B(P.d, P.ffn, P.m);
     const int k = (int)point_idx(B, P.ffn, P.m, P.dens).size();
@@ -385,6 +387,9 @@ static void bench_sweep() {
     }
     vars.push_back({"wg2", POLAR_IMPL_AUTO, 0, 3, 1.0});
     vars.push_back({"wg4", POLAR_IMPL_AUTO, 0, 3, 1.0});
+    vars.push_back({"wg4-cl", POLAR_IMPL_AUTO, 0, 3, 1.0});
+    vars.push_back({"wg4-cl-pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25});
+    vars.push_back({"auto-cl", POLAR_IMPL_AUTO, 0, 3, 1.0});
     if (g_wgmma) {  // the warp-specialized stream-K kernel at this batch tile (forced)
       vars.push_back({"ws", POLAR_IMPL_WGMMA, 0, 3, 1.0});
       vars.push_back({"ws-s1", POLAR_IMPL_WGMMA, 1, 3, 1.0});
@@ -394,10 +399,14 @@ static void bench_sweep() {
     vars.push_back({"mma-8w", POLAR_IMPL_MMA, 0, 3, 1.0});
     vars.push_back({"mma-4w", POLAR_IMPL_MMA, 0, 3, 1.0});
     for (const Var& v : vars) {
-      polar_cuda_set_tuning(v.stages, v.pen);
-      polar_cuda_set_mma_warps(v.name.find("8w") != std::string::npos ? 8 : v.name.find("4w") != std::string::npos ? 4 : 0);
-      polar_cuda_set_wgmma_pair(v.name.rfind("pair", 0) == 0);
-      polar_cuda_set_wgmma_nb256(v.name.rfind("wg2", 0) == 0 ? 0 : v.name.rfind("wg4", 0) == 0 ? 1 : v.name.rfind("ws", 0) == 0 ? 3 : 2);
+      set_tuning([&v](polar_cuda_tuning& t) {
+        t.mma_stages = v.stages;
+        t.split_penalty = v.pen;
+        t.mma_warps = v.name.find("8w") != std::string::npos ? 8 : v.name.find("4w") != std::string::npos ? 4 : 0;
+        t.wgmma_pair = v.name.rfind("pair", 0) == 0 ? 1 : 2;  // 2: the default (pairs at batch 65-128)
+        t.nb256 = v.name.rfind("wg2", 0) == 0 ? 0 : v.name.rfind("wg4", 0) == 0 ? 1 : v.name.rfind("ws", 0) == 0 ? 3 : 2;
+        t.cluster_reduce = v.name.find("-cl") != std::string::npos;
+      });
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;
       mlp_params(B, P.m, k, true, v.impl, &p1, &p2);
@@ -415,10 +424,7 @@ static void bench_sweep() {
                   jnum(half / t2, 3).c_str(), d1, d2);
       std::fflush(stdout);
     }
-    polar_cuda_set_tuning(3, 1.0);
-    polar_cuda_set_mma_warps(0);
-    polar_cuda_set_wgmma_pair(2);
-    polar_cuda_set_wgmma_nb256(2);
+    polar_cuda_set_tuning(&defaults);
   }
 }
 
@@ -657,13 +663,13 @@ static void bench_block() {
   router_k = 0;
   const double t_mr_scores = time_ms(mlp_router);
   router_k = k;
-  if (g_sweep) {  // head router split-K (polar_cuda_set_router_splits; 0 = default heuristic)
+  if (g_sweep) {  // head router split-K (the tuning's router_splits; 0 = default heuristic)
     for (int sp : {0, 1, 4, 9, 18, 36, 72, 144}) {
-      polar_cuda_set_router_splits(sp);
+      set_tuning([sp](polar_cuda_tuning& t) { t.router_splits = sp; });
       std::printf("{\"bench\":\"sweep_head_router\",\"model\":\"opt-66b\",\"batch\":%d,\"splits\":%d,\"ms\":%s}\n", B, sp,
                   jnum(time_ms(head_router)).c_str());
     }
-    polar_cuda_set_router_splits(0);
+    set_tuning([](polar_cuda_tuning& t) { t.router_splits = 0; });
     std::fflush(stdout);
   }
   const double sparse_core = time_ms([&] {

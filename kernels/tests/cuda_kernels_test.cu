@@ -520,37 +520,40 @@ int main(int argc, char** argv) {
           test_mlp(dt, c, impl, splits, (seed & 1) == 0, (seed & 2) == 0, false, seed);
           ++seed;
         }
-  polar_cuda_set_tuning(3, -1);  // the 3-stage mma.sync pipeline variant
+  polar_cuda_tuning defaults;
+  polar_cuda_get_tuning(&defaults);
+  set_tuning([](polar_cuda_tuning& t) { t.mma_stages = 4; });  // the 4-stage mma.sync pipeline variant
   for (polar_dtype dt : dts)
     for (const MlpCase& c : mlp)
       for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_MMA, splits, true, false, false, seed++);
-  polar_cuda_set_tuning(4, -1);
-  polar_cuda_set_reduce_atomic(0);  // the plain-store split-K reduction variant
+  set_tuning([](polar_cuda_tuning& t) { t.reduce_atomic = 0; });  // the plain-store split-K reduction variant
   for (polar_dtype dt : dts)
     for (const MlpCase& c : mlp)
       for (int impl : impls) test_mlp(dt, c, impl, 3, true, true, false, seed++);
-  polar_cuda_set_reduce_atomic(1);
-  polar_cuda_set_tuning(3, -1);
+  polar_cuda_set_tuning(&defaults);
   for (int w : {4, 8}) {  // both mma.sync CTA shapes at every batch tile (the default picks by tile)
-    polar_cuda_set_mma_warps(w);
+    set_tuning([w](polar_cuda_tuning& t) { t.mma_warps = w; });
     for (polar_dtype dt : dts)
       for (const MlpCase& c : mlp)
         for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_MMA, splits, true, (seed & 1) == 0, false, seed++);
   }
-  polar_cuda_set_mma_warps(0);
+  polar_cuda_set_tuning(&defaults);
   if (g_wgmma) {  // wgmma pairs at every batch > 64 (1), and never (0: one nb = 128 CTA per SM at 65-128)
     // 3, 4, 5: no pairs, and two / four warpgroups / the warp-specialized stream-K kernel at nb = 256 (the
     // default picks four or warp-specialized by size; these shapes are small)
-    for (int pr : {1, 0, 3, 4, 5}) {
-      polar_cuda_set_wgmma_pair(pr >= 3 ? 0 : pr);
-      polar_cuda_set_wgmma_nb256(pr == 3 ? 0 : pr == 4 ? 1 : pr == 5 ? 3 : 2);
+    // 6, 7: pairs / four warpgroups with the split-K tiles summed over a thread-block cluster
+    for (int pr : {1, 0, 3, 4, 5, 6, 7}) {
+      set_tuning([pr](polar_cuda_tuning& t) {
+        t.wgmma_pair = pr == 6 ? 1 : pr >= 3 ? 0 : pr;
+        t.nb256 = pr == 3 ? 0 : pr == 4 || pr == 7 ? 1 : pr == 5 ? 3 : 2;
+        t.cluster_reduce = pr >= 6;
+      });
       for (polar_dtype dt : dts)
         for (const MlpCase& c : mlp)
           for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_WGMMA, splits, true, (seed & 1) == 0, false, seed++);
       for (polar_dtype dt : dts) test_mlp(dt, {300, 1024, 2048, 520}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);
     }
-    polar_cuda_set_wgmma_pair(2);
-    polar_cuda_set_wgmma_nb256(2);
+    polar_cuda_set_tuning(&defaults);
   }
   for (polar_dtype dt : dts) {
     test_mlp(dt, {7, 256, 128, 128}, POLAR_IMPL_AUTO, 0, true, true, true, seed++);       // idx NULL (dense fc1/fc2)

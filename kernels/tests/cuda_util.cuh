@@ -135,6 +135,14 @@ void parallel_for(int n, F&& f) {
   for (auto& x : th) x.join();
 }
 
+// Changes the tuning fields that f sets (polar_cuda_set_tuning keeps every field f leaves out of range).
+template <typename F>
+inline void set_tuning(F f) {
+  polar_cuda_tuning t = polar_cuda_tuning_unchanged();
+  f(t);
+  polar_cuda_set_tuning(&t);
+}
+
 inline const char* dtname(polar_dtype dt) { return dt == POLAR_F16 ? "f16" : "bf16"; }
 
 }  // namespace tu

@@ -168,24 +168,30 @@ void polar_cuda_release(void);
 // One line describing how the call would run (path, batch tile, grid, split-K), for benchmarks and logs.
 int polar_cuda_sel_fc1_describe(const polar_cuda_sel_fc1_params* p, char* buf, size_t n);
 int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, size_t n);
-// Experimental tuning hook of the selective GEMMs (benchmarks): mma.sync pipeline depth (3 or 4; other
-// values keep the current one) and the split-K cost penalty (< 0 keeps the current one). Not thread-safe.
-void polar_cuda_set_tuning(int mma_stages, double split_penalty);
-// Experimental: split-K reduction by fp32 atomics into one tile (1, default) or by plain partial stores (0).
-void polar_cuda_set_reduce_atomic(int on);
-// Experimental: warps per CTA of the 3-stage mma.sync path (4: 32 features each; 8: 16 each; 0: by batch
-// tile, the default: 8 at nb = 64, else 4).
-void polar_cuda_set_mma_warps(int warps);
-// Experimental: the wgmma path's nb = 128 tiles with two CTAs per SM and interleaved batch tiles: 0 never,
-// 1 at every batch > 64, 2 at batch 65-128 (the default).
-void polar_cuda_set_wgmma_pair(int on);
-// Experimental: the kernel of the wgmma path's batch tiles of 256: two warpgroups (m64n256 each; 0), four
-// (m64n128 each; 1), by size (2, the default: warp-specialized from 100 MB of gathered weights, else four),
-// or warp-specialized (3: a producer warpgroup with cp.async and TMA, two m64n256 consumers behind mbarriers,
-// a stream-K grid). Other values keep the current one.
-void polar_cuda_set_wgmma_nb256(int shape);
-// Split-K count of the head router's GEMM (0 = the default heuristic: about 4 K chunks of 64 per CTA).
-void polar_cuda_set_router_splits(int splits);
+// Experimental tuning of the selective GEMMs and the head router, for benchmarks and tests (not thread-safe
+// against calls in flight). Initial values come from the environment (POLAR_CUDA_MMA_STAGES, _SPLIT_PENALTY,
+// _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE). polar_cuda_set_tuning changes each
+// field that is in its range and keeps the others (polar_cuda_tuning_unchanged() has every field out of range).
+typedef struct {
+  int mma_stages;        // mma.sync pipeline depth: 3 (default) or 4
+  double split_penalty;  // >= 0: scale of the split-K charge per split CTA (default 1)
+  int mma_warps;         // mma.sync warps per CTA: 0 by batch tile (default: 8 at nb = 64, else 4), 4 or 8
+  int wgmma_pair;        // nb = 128 tiles, two CTAs per SM: 0 never, 1 at every batch > 64, 2 at 65-128 (default)
+  int nb256;             // batch tiles of 256: 0 two warpgroups (m64n256), 1 four (m64n128), 2 by size (default:
+                         // warp-specialized stream-K from 100 MB of gathered weights, else four), 3 the
+                         // warp-specialized kernel at every wgmma batch tile
+  int reduce_atomic;     // split-K reduction: 1 fp32 atomics (default), 0 plain partial stores
+  int pdl;               // 1 programmatic dependent launch (default on sm_90), 0 off
+  int router_splits;     // head router split-K count: 0 the heuristic (default, ~4 K chunks of 64 per CTA)
+  int cluster_reduce;    // 1: the lock-step wgmma kernel's 2-8 split-K partial tiles are summed over a
+                         // thread-block cluster through distributed shared memory; 0 (default): fp32 atomics
+} polar_cuda_tuning;
+static inline polar_cuda_tuning polar_cuda_tuning_unchanged(void) {
+  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1};
+  return t;
+}
+void polar_cuda_get_tuning(polar_cuda_tuning* t);
+void polar_cuda_set_tuning(const polar_cuda_tuning* t);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,199 @@
+// The warp-specialized, persistent (stream-K) selective GEMM kernel of sel_gemm.cu and its grid choice.
+// Included only by sel_gemm.cu.
+#pragma once
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "sel_gemm_tile.cuh"
+#include "wgmma_gen.cuh"
+
+namespace polar_cuda {
+namespace {
+// ---- warp-specialized, persistent wgmma path (sm_90a; nb = 256 by default, 64/128 for experiments) ------
+// Warpgroups 0-1 consume (wgmma m64nNB, 64 features each), warpgroup 2 produces: it fills a ring of
+// stage buffers, the gathered weight rows with cp.async (each producer thread arrives on the stage's "full"
+// mbarrier when its copies have landed: cp.async.mbarrier.arrive.noinc) and the activation tile with one
+// TMA box (its bytes complete the same barrier's transaction count); each consumer warp arrives on the
+// stage's "empty" mbarrier once its wgmma group on that stage has completed. The main loop has no CTA-wide
+// barrier, so the copy issue of later stages, the MMAs of one warpgroup and the MMA wait of the other
+// overlap (ncu on the lock-step kernels at batch 256: 0.25-0.46 eligible warps per scheduler).
+// Stream-K: one CTA per SM walks an equal share of all (tile, K chunk) steps, so there is no partial last
+// wave (at batch 256 the grids were 2.2-3.3 waves: fc1 of OPT-66B at 100%, 288 tiles on 132 SMs). A tile
+// that two or more CTAs share is summed through the fp32 workspace (atomics, as split-K). A fix-up in which
+// the tile's first CTA waited on flags for the others' plain-stored partials measured slower (H100 sweep at
+// batch 256: OPT-66B at 50% 0.457 -> 0.698 ms), so it was not kept.
+__device__ __forceinline__ int sk_cta_of(int64_t step, int64_t total, int G) { return (int)(((step + 1) * G - 1) / total); }
+
+template <typename T, int AMODE, int NB>
+__global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_constant__ GemmArgs g) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = Cfg<NB, true>;
+  constexpr int ST = C::STAGES;
+  extern __shared__ __align__(1024) char smem_raw[];
+  __shared__ __align__(8) uint64_t bars[2 * ST];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tilesF = (g.F + BM - 1) / BM, nc = g.nchunks, G = gridDim.x;
+  const int64_t total = (int64_t)tilesF * ((g.M + NB - 1) / NB) * nc;
+  const int64_t s_begin = (int64_t)blockIdx.x * total / G, s_end = (int64_t)(blockIdx.x + 1) * total / G;
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t sbase = (raw + 1023) & ~1023u;  // the swizzle atoms need 1024-byte alignment
+  float* S = reinterpret_cast<float*>(smem_raw + (sbase - raw));
+  const uint32_t full = smem_u32(&bars[0]), empty = smem_u32(&bars[ST]);
+  if (tid == 0) {
+    for (int s = 0; s < ST; ++s) {
+      mbar_init(full + 8 * s, 129);  // one cp.async arrival per producer thread + the TMA issuer's
+      mbar_init(empty + 8 * s, 8);   // one arrival per consumer warp
+    }
+  }
+  __syncthreads();
+  const bool early = AMODE == A_COLS && g.early_a;
+  // One tile's share of this CTA's steps: K chunks [cb, cb + nloc) of tile t.
+  struct Seg {
+    int t, cb, nloc, f0, m0;
+  };
+  auto seg_at = [&](int64_t step) {
+    Seg q;
+    q.t = (int)(step / nc);
+    q.cb = (int)(step - (int64_t)q.t * nc);
+    q.nloc = (int)(min(s_end, (int64_t)(q.t + 1) * nc) - step);
+    q.f0 = (q.t % tilesF) * BM;
+    q.m0 = (q.t / tilesF) * NB;
+    return q;
+  };
+  // The two roles run separate loops: setmaxnreg applies only where no register is shared between them.
+  if (warp >= 8) {  // producer: few registers, so that the consumers can hold 128 accumulators each
+    if (NB == 256) asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
+    if (!early) griddep_wait_and_release();  // fc1's loader reads idx, written by the router
+    int ring = 0;  // stages filled so far (ring slot and mbarrier parity)
+    for (int64_t step = s_begin; step < s_end;) {
+      const Seg q = seg_at(step);
+      Loader<T, AMODE, NB, 128> ld(g, q.f0, q.m0, tid - 256);
+      auto load_b = [&](int s, int c) {
+        if (tid == 256) {
+          mbar_arrive_expect_tx(full + 8 * s, C::B_BYTES);
+          tma_load_2d(sbase + s * C::STAGE_BYTES + C::A_BYTES, &g.tmb, c * BK, q.m0, full + 8 * s);
+        }
+      };
+      int i = 0;
+      if (early && step == s_begin) {  // fc2: its first weight stages stream while fc1 finishes
+        for (int j = 0; j < ST && j < q.nloc; ++j) ld.load_a(g, sbase + j * C::STAGE_BYTES, q.cb + j);
+        griddep_wait_and_release();
+        for (; i < ST && i < q.nloc; ++i) {
+          mbar_arrive_cp_async(full + 8 * i);
+          load_b(i, q.cb + i);
+        }
+      }
+      if (i < q.nloc) ld.prefetch_rows(g, q.cb + i);
+      for (; i < q.nloc; ++i) {
+        const int r = ring + i, s = r % ST;
+        if (r >= ST) mbar_wait(empty + 8 * s, ((r / ST) & 1) ^ 1);
+        ld.load_a(g, sbase + s * C::STAGE_BYTES, q.cb + i);
+        mbar_arrive_cp_async(full + 8 * s);
+        load_b(s, q.cb + i);
+        if (i + 1 < q.nloc) ld.prefetch_rows(g, q.cb + i + 1);
+      }
+      // the next tile's copies would overwrite the ring, which holds the fp32 tile during the epilogue
+      asm volatile("bar.sync 2, 384;\n" ::: "memory");
+      ring += q.nloc;
+      step += q.nloc;
+    }
+    cp_async_wait<0>();
+  } else {  // consumers
+    if (NB == 256) asm volatile("setmaxnreg.inc.sync.aligned.u32 224;\n" ::: "memory");
+    griddep_wait_and_release();  // the epilogue reads what earlier kernels wrote (y when accumulating)
+    const int wf = (warp >> 2) * 64 + (warp & 3) * 16;  // this warp's 16 features of the A fragments
+    int ring = 0;
+    for (int64_t step = s_begin; step < s_end;) {
+      const Seg q = seg_at(step);
+      float acc[NB / 2];
+#pragma unroll
+      for (int j = 0; j < NB / 2; ++j) acc[j] = 0.f;
+      for (int i = 0; i < q.nloc; ++i) {
+        const int r = ring + i, s = r % ST;
+        mbar_wait(full + 8 * s, (r / ST) & 1);
+        // the stage's weights were written through the generic proxy (cp.async); wgmma reads through the async one
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        const uint32_t sa = sbase + s * C::STAGE_BYTES;
+        const uint32_t sb = sa + C::A_BYTES;
+        uint32_t af[BK / 16][4];
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ++ks) load_afrag<AMODE>(sa, wf, ks, lane, af[ks]);
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ++ks) Wgmma<T, NB>::mma(acc, af[ks], sw128_desc(sb + ks * 32));
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        if (lane == 0) mbar_arrive(empty + 8 * s);
+      }
+      // both consumer warpgroups are done with every stage of this tile, and every copy landed (each full
+      // phase was seen), so the fp32 tile may overwrite the ring
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+#pragma unroll
+      for (int i = 0; i < NB / 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int f = wf + (lane >> 2) + ((j >> 1) << 3);
+          const int n = i * 8 + (lane & 3) * 2 + (j & 1);
+          S[n * SLD + f] = acc[i * 4 + j];
+        }
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      const int first = sk_cta_of((int64_t)q.t * nc, total, G), last = sk_cta_of((int64_t)q.t * nc + nc - 1, total, G);
+      // a shared tile: every CTA adds its part into the fp32 slot of the tile's last CTA (unique: a CTA that
+      // is the last of two tiles covers the second one whole); the last to arrive applies the epilogue
+      gemm_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0, last, last - first + 1, (int)blockIdx.x - first);
+      asm volatile("bar.sync 2, 384;\n" ::: "memory");  // the ring is free again
+      ring += q.nloc;
+      step += q.nloc;
+    }
+  }
+#else
+  __trap();  // launched only where wgmma_usable()
+#endif
+}
+
+// Grid of the warp-specialized kernel (at most one CTA per resident slot): among one CTA per tile, s CTAs per
+// tile (split-K) and one per slot (stream-K), the one with the least per-CTA time, counted in K steps: the
+// steps of the busiest CTA plus SK_PARTIAL_STEPS for each of its segments that shares a tile with another CTA
+// (H100 sweep at batch 256: OPT-6.7B fc1 at 100%, 128 tiles of 64 steps, took 0.079 ms on 128 CTAs and 0.125
+// on 132, whose CTAs have two shared tiles each: ~20 steps of 1.2 us per shared tile; the fp32 atomic adds of
+// all CTAs reach L2 at once). *split: some tile is shared (the workspace is needed).
+constexpr int SK_PARTIAL_STEPS = 20;
+int sk_cost(int64_t total, int nchunks, int G, bool* split) {
+  int64_t worst = 0;
+  *split = false;
+  for (int c = 0; c < G; ++c) {
+    const int64_t b = (int64_t)c * total / G, e = (int64_t)(c + 1) * total / G;
+    int64_t cost = e - b;
+    for (int64_t x = b; x < e;) {  // this CTA's segments, one per tile
+      const int64_t t = x / nchunks, te = std::min(e, (t + 1) * nchunks);
+      if (x != t * nchunks || te != (t + 1) * nchunks) {
+        cost += SK_PARTIAL_STEPS;
+        *split = true;
+      }
+      x = te;
+    }
+    worst = std::max(worst, cost);
+  }
+  return (int)std::min<int64_t>(worst, INT32_MAX);
+}
+int sk_grid(int tiles, int nchunks, int slots, bool* split) {
+  const int64_t total = (int64_t)tiles * nchunks;
+  const int maxg = (int)std::max<int64_t>(1, std::min<int64_t>(slots, (total + 3) / 4));  // >= 4 steps per CTA
+  int best_g = maxg, best = INT32_MAX;
+  auto consider = [&](int G) {
+    bool sp;
+    const int c = sk_cost(total, nchunks, G, &sp);
+    if (c < best) {
+      best = c;
+      best_g = G;
+    }
+  };
+  for (int s = 1; (int64_t)tiles * s <= maxg; ++s) consider(tiles * s);
+  consider(maxg);
+  sk_cost(total, nchunks, best_g, split);
+  return best_g;
+}
+
+}  // namespace
+}  // namespace polar_cuda
