@@ -6,7 +6,7 @@
 import { badArg, PolarError } from '../errors.ts';
 import type { LoadedModel } from '../model/index.ts';
 import { native } from './binding.ts';
-import { CpuModel, nativeModelConfig, type NativeHandle, type NativeSessionOps, type NativeWeightDesc, type OpenRuntimeOptions } from './model.ts';
+import { CpuModel, isInt, nativeError, nativeModelConfig, type NativeHandle, type NativeSessionOps, type NativeWeightDesc, type OpenRuntimeOptions } from './model.ts';
 import type { RuntimeModel } from './types.ts';
 
 export interface CudaModelInfo {
@@ -14,14 +14,6 @@ export interface CudaModelInfo {
   dtype: 'f16' | 'bf16';
   /** GPU memory taken by the weights */
   weightBytes: number;
-}
-
-const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
-
-function cudaError(e: unknown, what: string): PolarError {
-  if (e instanceof PolarError) return e;
-  const msg = e instanceof Error ? e.message : String(e);
-  return new PolarError('native', `${what}: ${msg}`, { cause: e });
 }
 
 /** Opens a model on the CUDA backend (openRuntimeModel(model, { backend: 'cuda' }) lands here). */
@@ -39,7 +31,7 @@ export function openCudaModel(model: LoadedModel, opts: OpenRuntimeOptions = {})
   try {
     handle = nb.cudaModelCreate(nativeModelConfig(model.spec), weights, { device, dtype });
   } catch (e) {
-    throw cudaError(e, `${model.dir}: loading the model onto the GPU (CUDA backend)`);
+    throw nativeError(e, `${model.dir}: loading the model onto the GPU (CUDA backend)`);
   }
   const ops: NativeSessionOps = {
     backend: 'cuda',

@@ -122,9 +122,10 @@ export interface OpenRuntimeOptions {
   cudaDtype?: 'f16' | 'bf16';
 }
 
-const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+export const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 
-function nativeError(e: unknown, what: string): PolarError {
+/** A native call's failure as a PolarError naming what was being done (PolarErrors pass through). */
+export function nativeError(e: unknown, what: string): PolarError {
   if (e instanceof PolarError) return e;
   const msg = e instanceof Error ? e.message : String(e);
   return new PolarError('native', `${what}: ${msg}`, { cause: e });
