@@ -63,15 +63,7 @@ struct OccEntry {
 };
 OccEntry g_occ[256];
 int g_nocc = 0;
-int occupancy_of(const void* fn, int threads, int smem, int cluster, int* occ);
-}  // namespace
 
-int kernel_occupancy(const void* fn, int threads, int smem, int* occ) { return occupancy_of(fn, threads, smem, 0, occ); }
-int cluster_occupancy(const void* fn, int threads, int smem, int cluster, int* n) {
-  return occupancy_of(fn, threads, smem, cluster, n);
-}
-
-namespace {
 int occupancy_of(const void* fn, int threads, int smem, int cluster, int* occ) {
   DevProps p;
   if (dev_props(&p)) return -1;
@@ -116,6 +108,11 @@ int occupancy_of(const void* fn, int threads, int smem, int cluster, int* occ) {
   return 0;
 }
 }  // namespace
+
+int kernel_occupancy(const void* fn, int threads, int smem, int* occ) { return occupancy_of(fn, threads, smem, 0, occ); }
+int cluster_occupancy(const void* fn, int threads, int smem, int cluster, int* n) {
+  return occupancy_of(fn, threads, smem, cluster, n);
+}
 
 bool wgmma_usable() {
   DevProps p;
