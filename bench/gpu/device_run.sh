@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: kernel tests, compute-sanitizer memcheck (quick grid), then the benchmark
-# (bench/gpu.sh). Logs go to $OUT (at most 8 files come back). Built binaries are carried in build-cuda/ktests.
+# (bench/gpu.sh). Results go to $OUT (at most 8 files come back): device.txt and the three JSONL files as they
+# are, the four logs in logs.tgz, and the reference's Triton autotuning choices in triton-autotune.tgz (unpack
+# it into .anchors/triton-cache and carry that folder: the next run reuses the same choices; see bench/gpu.sh).
+# Built binaries are carried in build-cuda/ktests.
 # usage: OUT=dir bash bench/gpu/device_run.sh [--no-tests] [--no-sanitizer] [--no-bench]
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -30,3 +33,10 @@ if [ $bench = 1 ]; then
   t0=$SECONDS; bash "$root/bench/gpu.sh" "$out" > /dev/null; echo "bench rc=$? in $((SECONDS-t0)) s"
   tail -1 "$out/joined.jsonl"
 fi
+cache=${POLAR_TRITON_CACHE-$root/.anchors/triton-cache}
+if [ -n "$cache" ] && [ -d "$cache" ]; then
+  (cd "$cache" && find . -name '*.autotune.json' | tar -czf "$out/triton-autotune.tgz" -T -)
+  echo "reference autotuning choices: $(tar -tzf "$out/triton-autotune.tgz" | grep -c autotune.json) in triton-autotune.tgz"
+fi
+logs=$(cd "$out" && ls test.log sanitizer.log polar.log reference.log 2>/dev/null)
+[ -n "$logs" ] && tar -czf "$out/logs.tgz" -C "$out" $logs && (cd "$out" && rm -f $logs)

@@ -33,7 +33,14 @@ def key(r):
 
 def main():
     ours = load(sys.argv[1])
-    ref = {key(r): r for r in load(sys.argv[2]) if key(r)} if len(sys.argv) > 2 else {}
+    ref_rows = load(sys.argv[2]) if len(sys.argv) > 2 else []
+    ref = {key(r): r for r in ref_rows if key(r)}
+    # both sides must be timed from the same L2 state (cuda_bench --flush, ref_bench.py POLAR_L2_FLUSH)
+    flush = {"polar": next((r.get("l2_flush", "write") for r in ours if r.get("bench") == "meta"), None),
+             "reference": next((r.get("l2_flush") for r in ref_rows if r.get("bench") == "ref_meta"), "write" if ref else None)}
+    if ref and flush["polar"] != flush["reference"]:
+        print(f"join.py: the L2 flush differs (polar {flush['polar']}, reference {flush['reference']}): "
+              "the x-reference numbers compare different timings", file=sys.stderr)
     misses, checked = [], 0
     for r in ours:
         k = key(r)
@@ -86,7 +93,7 @@ def main():
                 misses.append({"bench": "block", "attn_mlp_speedup": r["attn_mlp_speedup"], "block_speedup": r["block_speedup"]})
         print(json.dumps(out))
     print(json.dumps({"bench": "summary", "points_checked": checked, "targets_missed": len(misses),
-                      "reference_points": len(ref), "misses": misses}))
+                      "reference_points": len(ref), "l2_flush": flush, "misses": misses}))
 
 
 if __name__ == "__main__":

@@ -97,12 +97,19 @@ struct Loader {
       } else {
         fetch_rows(g, c, rows);
       }
+      load_a_rows(g, sa, rows);
+    }
+  }
+  // A_COLS: the copies of one chunk whose row indices are already in registers
+  __device__ __forceinline__ void load_a_rows(const GemmArgs& g, uint32_t sa, const int* rows) const {
+    const T* A = static_cast<const T*>(g.A);
+    const int ch = tid & 15;
+    const bool fv = f0 + ch * 8 < g.F;
 #pragma unroll
-      for (int i = 0; i < A_ITERS; ++i) {
-        const int jj = (tid >> 4) + i * (NT / 16);
-        const bool v = fv && rows[i] >= 0;
-        cp_async16_pf256(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
-      }
+    for (int i = 0; i < A_ITERS; ++i) {
+      const int jj = (tid >> 4) + i * (NT / 16);
+      const bool v = fv && rows[i] >= 0;
+      cp_async16_pf256(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
     }
   }
   __device__ __forceinline__ void fetch_rows(const GemmArgs& g, int c, int* rows) const {
@@ -161,20 +168,26 @@ __device__ __forceinline__ int chunk_rotation(int nloc) {
   return nloc > 0 ? (int)((blockIdx.x * 37u + blockIdx.z * 11u + blockIdx.y * 5u) % (unsigned)nloc) : 0;
 }
 
+// fc2 fetches the row indices of all STAGES-1 chunks before the first copy: one idx round trip instead of
+// one per stage (ncu at OPT-6.7B batch 64 / 5%: fc2's 32 CTAs were active for 14 us to stream 229 KB each).
 template <int AMODE, int STAGES, int STAGE_BYTES, int A_BYTES, typename L>
 __device__ __forceinline__ void gemm_prologue(const GemmArgs& g, const L& ld, uint32_t sbase, int c_begin, int nloc, int rot) {
-  if (AMODE == A_COLS && g.early_a) {
+  if (AMODE == A_COLS) {
+    if (!g.early_a) griddep_wait_and_release();  // else idx was written before the previous kernel (see above)
+    int rows[STAGES - 1][L::A_ITERS];
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s)
-      if (s < nloc) ld.load_a(g, sbase + s * STAGE_BYTES, chunk_of(s, c_begin, nloc, rot));
-    griddep_wait_and_release();
+      if (s < nloc) ld.fetch_rows(g, chunk_of(s, c_begin, nloc, rot), rows[s]);
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s)
+      if (s < nloc) ld.load_a_rows(g, sbase + s * STAGE_BYTES, rows[s]);
+    if (g.early_a) griddep_wait_and_release();
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
       if (s < nloc) ld.load_b(g, sbase + s * STAGE_BYTES + A_BYTES, chunk_of(s, c_begin, nloc, rot));
       cp_async_commit();
     }
   } else {
-    if (AMODE == A_COLS) griddep_wait_and_release();
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
       if (s < nloc) ld.load(g, sbase + s * STAGE_BYTES, sbase + s * STAGE_BYTES + A_BYTES, chunk_of(s, c_begin, nloc, rot));
@@ -214,6 +227,20 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
   const int tid = threadIdx.x;
   const int mval = min(NB, g.M - m0), fval = min(BM, g.F - f0);
   const int r0 = max(0, n_lo), r1 = min(mval, n_hi);
+  // The bias of the 8 features this thread stores below (the store loop's feature group is tid % 16 in every
+  // iteration, as NT is a multiple of 16), loaded first: its idx -> bias round trips then overlap the split-K
+  // reduction instead of following it (they were two dependent cold loads per store-loop iteration).
+  static_assert(NT % (BM / 8) == 0, "the store loop's feature group must not depend on the iteration");
+  const T* bias = static_cast<const T*>(g.bias);
+  const int bf = (tid % (BM / 8)) * 8;
+  float bv[8];
+  if (bias && g.epi != EPI_COLSUM) {
+    int bi[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) bi[j] = bf + j < fval ? (g.bias_gather && g.idx ? g.idx[f0 + bf + j] : f0 + bf + j) : -1;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) bv[j] = bi[j] >= 0 ? Dt<T>::f(bias[bi[j]]) : 0.f;
+  }
   if (ns > 1) {
     __shared__ int s_last;
     const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -272,7 +299,6 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
     if (tid == 0) g.counters[tile] = 0;
     epi_sync<BAR, NT>();
   }
-  const T* bias = static_cast<const T*>(g.bias);
   if (g.epi == EPI_COLSUM) {
     for (int f = tid; f < fval; f += NT) {
       const int fi = f0 + f;
@@ -297,8 +323,7 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
     for (int j = 0; j < 8; ++j) v[j] = S[n * SLD + f + j];
     if (bias) {
 #pragma unroll
-      for (int j = 0; j < 8; ++j)
-        if (j < nv) v[j] += Dt<T>::f(bias[g.bias_gather && g.idx ? g.idx[fi + j] : fi + j]);
+      for (int j = 0; j < 8; ++j) v[j] += bv[j];  // f == bf here
     }
     if (g.act == POLAR_ACT_RELU) {
 #pragma unroll

@@ -2,12 +2,12 @@
 // selective MLP (OPT-6.7B / OPT-66B shapes), selective head attention (MHA), selective GQA, and one OPT-66B
 // decode step (block) sparse vs dense. One JSON object per line on stdout; a short table on stderr.
 //
-// Per point: median of timed repetitions (CUDA events around the op, the L2 flushed before each one by a
-// 256 MB memset outside the timed region, after warm-up), bytes moved (each touched weight / KV byte and
+// Per point: median of timed repetitions (CUDA events around the op, the L2 flushed before each one outside
+// the timed region, after warm-up; see flush_l2 for the two ways), bytes moved (each touched weight / KV byte and
 // each activation once), GB/s, and the fraction of the limit max(bytes / 3.0 TB/s, FLOPs / 790 TFLOP/s).
 // Every configuration is checked (sampled outputs vs a CPU computation) before it is timed.
 //
-// usage: cuda_bench [--only mlp,attn,gqa,block] [--dtype f16|bf16] [--quick]
+// usage: cuda_bench [--only mlp,attn,gqa,block] [--dtype f16|bf16] [--flush read|write] [--quick]
 #include <cuda_runtime.h>
 
 #include <functional>
@@ -23,6 +23,7 @@ static polar_dtype g_dt = POLAR_F16;
 static std::string g_gpu;
 static bool g_quick = false;
 static bool g_sweep = false;
+static std::string g_sweep_points;  // --sweep-points: the points of --sweep (default: a fixed list)
 // --mlp-point MODEL:BATCH:DENSITY runs only that selective-MLP point, once, untimed (for ncu/nsys)
 static std::string g_point;
 static bool g_wgmma = false;
@@ -77,10 +78,33 @@ static std::vector<float> download16(const void* p, size_t n) {
 }
 
 // ---- timing --------------------------------------------------------------------------------------------
+// The L2 (50 MB on an H100) is flushed before every timed repetition by touching a 256 MB buffer, in one of
+// two ways:
+//  - read (default): a kernel reads the buffer, so the L2 ends up full of clean lines of other data. This is
+//    the state a decode step leaves it in (the kernels before the MLP read weights and the KV cache and write
+//    little), and a timed kernel pays only for its own bytes.
+//  - write: a memset of the buffer, as Triton's do_bench does (cache.zero_()). It leaves up to the L2's size
+//    of dirty lines, which the next kernel's misses must write back to HBM: up to 50 MB of traffic that is
+//    not the kernel's, charged to the first kernel of the timed region (for a 15-70 MB MLP, a large share).
+// bench/gpu.sh runs the reference kernels under the same flush as this program (bench/gpu/ref_bench.py).
 static Dev* g_flush = nullptr;
+static bool g_flush_write = false;
+__global__ void l2_scrub_kernel(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+  unsigned acc = 0;  // __ldcg: cached in L2 with the normal policy, so the reads evict what was there
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) acc ^= __ldcg(p + i).x;
+  if (acc == 0x9e3779b9u) *sink = acc;  // keeps the loads; practically never stores
+}
+static void flush_l2(int i) {
+  if (g_flush_write) {
+    CK(cudaMemsetAsync(g_flush->p, i & 0xff, g_flush->bytes));
+    return;
+  }
+  const size_t n = (g_flush->bytes - 64) / 16;
+  l2_scrub_kernel<<<1024, 512>>>((const uint4*)g_flush->p, n, (unsigned*)((char*)g_flush->p + g_flush->bytes - 64));
+  CK(cudaGetLastError());
+}
 static double time_ms(const std::function<void()>& fn) {
-  const size_t fb = g_flush->bytes;
-  auto flush = [&](int i) { CK(cudaMemsetAsync(g_flush->p, i & 0xff, fb)); };
+  auto flush = flush_l2;
   cudaEvent_t w0, w1;
   CK(cudaEventCreate(&w0));
   CK(cudaEventCreate(&w1));
@@ -290,7 +314,7 @@ static void bench_mlp() {
         mlp_params(B, m, k, true, POLAR_IMPL_AUTO, &p1, &p2);
         if (!g_point.empty()) {  // profile mode: fc1 + fc2 of this point, 3 times, nothing else
           for (int rep = 0; rep < 3; ++rep) {
-            CK(cudaMemsetAsync(g_flush->p, rep, g_flush->bytes));
+            flush_l2(rep);
             PK(polar_cuda_sel_fc1(&p1));
             PK(polar_cuda_sel_fc2(&p2));
           }
@@ -365,14 +389,43 @@ static void bench_sweep() {
     const char* name;
     int d, ffn, m;
     double dens;
-  } pts[] = {{"opt-6.7b", 4096, 16384, 256, 0.25}, {"opt-66b", 9216, 36864, 256, 0.1}, {"opt-66b", 9216, 36864, 256, 0.5},
-             {"opt-66b", 9216, 36864, 256, 1.0},   {"opt-6.7b", 4096, 16384, 256, 1.0}, {"opt-66b", 9216, 36864, 128, 0.5},
-             {"opt-66b", 9216, 36864, 64, 0.5},    {"opt-66b", 9216, 36864, 64, 0.1},  {"opt-6.7b", 4096, 16384, 64, 1.0}};
+  };
+  std::vector<Pt> pts = {{"opt-6.7b", 4096, 16384, 256, 0.25}, {"opt-66b", 9216, 36864, 256, 0.1}, {"opt-66b", 9216, 36864, 256, 0.5},
+                         {"opt-66b", 9216, 36864, 256, 1.0},   {"opt-6.7b", 4096, 16384, 256, 1.0}, {"opt-66b", 9216, 36864, 128, 0.5},
+                         {"opt-66b", 9216, 36864, 64, 0.5},    {"opt-66b", 9216, 36864, 64, 0.1},  {"opt-6.7b", 4096, 16384, 64, 1.0}};
+  if (!g_sweep_points.empty()) {  // --sweep-points MODEL:BATCH:DENSITY,...
+    pts.clear();
+    size_t p = 0;
+    while (p < g_sweep_points.size()) {
+      size_t q = g_sweep_points.find(',', p);
+      if (q == std::string::npos) q = g_sweep_points.size();
+      const std::string one = g_sweep_points.substr(p, q - p);
+      char name[32];
+      int m = 0;
+      double dens = 0;
+      if (std::sscanf(one.c_str(), "%31[^:]:%d:%lf", name, &m, &dens) != 3 || m < 1 || m > 256 || dens <= 0 || dens > 1) {
+        std::fprintf(stderr, "cuda_bench: --sweep-points: '%s' is not MODEL:BATCH:DENSITY\n", one.c_str());
+        ++g_fail;
+        return;
+      }
+      const bool big = std::string(name) == "opt-66b";
+      if (!big && std::string(name) != "opt-6.7b") {
+        std::fprintf(stderr, "cuda_bench: --sweep-points: model '%s' is not opt-6.7b or opt-66b\n", name);
+        ++g_fail;
+        return;
+      }
+      pts.push_back({big ? "opt-66b" : "opt-6.7b", big ? 9216 : 4096, big ? 36864 : 16384, m, dens});
+      p = q + 1;
+    }
+  }
   polar_cuda_tuning defaults;
   polar_cuda_get_tuning(&defaults);
   for (const Pt& P : pts) {
     MlpBufs B(P.d, P.ffn, P.m);
     const int k = (int)point_idx(B, P.ffn, P.m, P.dens).size();
+    Dev rb(256u << 20);  // the read floor of one fc's weight bytes (what one kernel streaming them costs)
+    g_read_buf = &rb;
+    const double floor_one = read_floor_ms((double)k * P.d * 2);
     struct Var {
       std::string name;
       int impl, splits, stages;
@@ -398,6 +451,10 @@ static void bench_sweep() {
     vars.push_back({"pair-pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25});
     vars.push_back({"mma-8w", POLAR_IMPL_MMA, 0, 3, 1.0});
     vars.push_back({"mma-4w", POLAR_IMPL_MMA, 0, 3, 1.0});
+    for (int sp : {1, 2, 4, 8, 16}) {  // each path under forced split counts
+      vars.push_back({"mma-s" + std::to_string(sp), POLAR_IMPL_MMA, sp, 3, 1.0});
+      if (g_wgmma) vars.push_back({"wgmma-s" + std::to_string(sp), POLAR_IMPL_WGMMA, sp, 3, 1.0});
+    }
     for (const Var& v : vars) {
       set_tuning([&v](polar_cuda_tuning& t) {
         t.mma_stages = v.stages;
@@ -418,10 +475,10 @@ static void bench_sweep() {
       const double t1 = time_ms([&] { PK(polar_cuda_sel_fc1(&p1)); });
       const double t2 = time_ms([&] { PK(polar_cuda_sel_fc2(&p2)); });
       const double half = (double)k * P.d * 2 / HBM * 1e3;
-      std::printf("{\"bench\":\"sweep\",\"model\":\"%s\",\"batch\":%d,\"k\":%d,\"variant\":\"%s\",\"fc1_ms\":%s,\"fc2_ms\":%s,"
-                  "\"fc1_frac\":%s,\"fc2_frac\":%s,\"plan_fc1\":\"%s\",\"plan_fc2\":\"%s\"}\n",
-                  P.name, P.m, k, v.name.c_str(), jnum(t1).c_str(), jnum(t2).c_str(), jnum(half / t1, 3).c_str(),
-                  jnum(half / t2, 3).c_str(), d1, d2);
+      std::printf("{\"bench\":\"sweep\",\"model\":\"%s\",\"batch\":%d,\"density\":%g,\"k\":%d,\"variant\":\"%s\",\"fc1_ms\":%s,\"fc2_ms\":%s,"
+                  "\"fc1_frac\":%s,\"fc2_frac\":%s,\"floor_one_fc_ms\":%s,\"plan_fc1\":\"%s\",\"plan_fc2\":\"%s\"}\n",
+                  P.name, P.m, P.dens, k, v.name.c_str(), jnum(t1).c_str(), jnum(t2).c_str(), jnum(half / t1, 3).c_str(),
+                  jnum(half / t2, 3).c_str(), jnum(floor_one).c_str(), d1, d2);
       std::fflush(stdout);
     }
     polar_cuda_set_tuning(&defaults);
@@ -716,8 +773,16 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--quick") g_quick = true;
     else if (a == "--sweep") g_sweep = true;
+    else if (a == "--sweep-points" && i + 1 < argc) g_sweep_points = argv[++i];
     else if (a == "--mlp-point" && i + 1 < argc) g_point = argv[++i];
-    else if (a == "--dtype" && i + 1 < argc) g_dt = std::string(argv[++i]) == "bf16" ? POLAR_BF16 : POLAR_F16;
+    else if (a == "--flush" && i + 1 < argc) {
+      const std::string f = argv[++i];
+      if (f != "read" && f != "write") {
+        std::fprintf(stderr, "cuda_bench: --flush must be read or write, not '%s'\n", f.c_str());
+        return 2;
+      }
+      g_flush_write = f == "write";
+    } else if (a == "--dtype" && i + 1 < argc) g_dt = std::string(argv[++i]) == "bf16" ? POLAR_BF16 : POLAR_F16;
     else if (a == "--only" && i + 1 < argc) {
       std::string s = argv[++i];
       size_t p = 0;
@@ -738,10 +803,12 @@ int main(int argc, char** argv) {
   g_wgmma = info.wgmma;
   Dev flush(256u << 20);
   g_flush = &flush;
+  CK(cudaMemset(flush.p, 0, flush.bytes));  // written once, so the read flush reads initialized memory
+  CK(cudaDeviceSynchronize());
   std::printf("{\"bench\":\"meta\",\"gpu\":\"%s\",\"sm\":\"%d.%d\",\"sms\":%d,\"wgmma\":%d,\"dtype\":\"%s\",\"hbm_bytes_per_s\":%.3g,"
-              "\"peak_flops\":%.3g,\"l2_flush_bytes\":%zu,\"cublaslt\":%d}\n",
+              "\"peak_flops\":%.3g,\"l2_flush_bytes\":%zu,\"l2_flush\":\"%s\",\"cublaslt\":%d}\n",
               g_gpu.c_str(), info.major, info.minor, info.sms, info.wgmma, dtname(g_dt), HBM, PEAK, flush.bytes,
-              polar_cuda_cublaslt_available());
+              g_flush_write ? "write" : "read", polar_cuda_cublaslt_available());
   auto want = [&](const char* s) { return only.empty() || only.count(s); };
   if (want("mlp")) bench_mlp();
   if (want("attn")) bench_attn(false);

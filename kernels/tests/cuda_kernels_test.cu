@@ -552,6 +552,10 @@ int main(int argc, char** argv) {
         for (const MlpCase& c : mlp)
           for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_WGMMA, splits, true, (seed & 1) == 0, false, seed++);
       for (polar_dtype dt : dts) test_mlp(dt, {300, 1024, 2048, 520}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);
+      // several batch tiles with forced split-K: each tile's splits (and, at 6/7, each tile's cluster) must sum
+      // into its own rows only
+      for (polar_dtype dt : dts)
+        for (int m : {130, 300, 520}) test_mlp(dt, {m, 512, 1024, 384}, POLAR_IMPL_WGMMA, 3, true, (seed & 1) == 0, false, seed++);
     }
     polar_cuda_set_tuning(&defaults);
   }
