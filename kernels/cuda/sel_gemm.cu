@@ -117,6 +117,12 @@ __global__ void __launch_bounds__(NW * 32) sel_gemm_mma_kernel(const GemmArgs g)
         S[n * SLD + f] = acc[mt][nt][i];
       }
   __syncthreads();
+  if (g.cluster_reduce) {  // the splits of this tile are one cluster: sum through distributed shared memory
+    int lo, hi;
+    cluster_sum_rows<NW * 32>(S, min(NB, g.M - m0), min(BM, g.F - f0), &lo, &hi);
+    gemm_epilogue<T, NB, NW * 32>(g, S, f0, m0, 0, 1, 0, lo, hi);
+    return;
+  }
   gemm_epilogue<T, NB, NW * 32>(g, S, f0, m0, blockIdx.z * gridDim.x + blockIdx.x, gridDim.y, blockIdx.y);
 }
 
@@ -266,24 +272,30 @@ bool wgmma_kernels_built() {
   return a.binaryVersion == 90 && a.ptxVersion >= 90;
 }
 
-int choose_splits(int tiles, int nchunks, int slots, int nb, double pen) {
+// Cost of a split-K grid in chunk-equivalents: waves x (chunks per CTA + 2 fixed + the split charge).
+// A split CTA also adds its [nb x 128] fp32 tile into the workspace and the last one re-reads it: charged as
+// nb/4 chunk-equivalents, at most 16, times pen (H100 sweep: at nb >= 64 a charge of 16 chose fewer splits
+// that were up to 40% faster, e.g. opt-6.7b fc2 at batch 256 and 5%; at nb = 8 the same charge left 32
+// one-split CTAs streaming opt-6.7b's fc2 at 5% in 19 us instead of 12).
+double split_cost(int tiles, int s, int cps, int slots, int nb, double pen) {
+  const double waves = (double)cdiv(tiles * s, slots);
+  return waves * (cps + 2.0 + (s > 1 ? pen * std::min(16.0, nb / 4.0) : 0.0));
+}
+
+int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max_splits, double* cost_out) {
   int best_s = 1;
   double best = 1e30;
-  const int maxs = std::min(nchunks, 128);
+  const int maxs = std::min(nchunks, max_splits);
   for (int s = 1; s <= maxs; ++s) {
     const int cps = cdiv(nchunks, s);
     if (cdiv(nchunks, cps) != s) continue;
-    const double waves = (double)cdiv(tiles * s, slots);
-    // a split CTA also adds its [nb x 128] fp32 tile into the workspace and the last one re-reads it:
-    // charged as nb/4 chunk-equivalents, at most 16 (H100 sweep: at nb >= 64 a charge of 16 chose fewer
-    // splits that were up to 40% faster, e.g. opt-6.7b fc2 at batch 256 and 5%; at nb = 8 the same charge
-    // left 32 one-split CTAs streaming opt-6.7b's fc2 at 5% in 19 us instead of 12)
-    const double cost = waves * (cps + 2.0 + (s > 1 ? pen * std::min(16.0, nb / 4.0) : 0.0));
+    const double cost = split_cost(tiles, s, cps, slots, nb, pen);
     if (cost < best - 1e-9) {
       best = cost;
       best_s = s;
     }
   }
+  if (cost_out) *cost_out = best;
   return best_s;
 }
 
@@ -322,7 +334,7 @@ polar_cuda_tuning& tune() {
     d.reduce_atomic = std::getenv("POLAR_CUDA_STORE_REDUCE") == nullptr;
     d.pdl = std::getenv("POLAR_CUDA_NO_PDL") == nullptr;
     d.router_splits = std::max(0, env_int("POLAR_CUDA_ROUTER_SPLITS", 0));
-    d.cluster_reduce = env_int("POLAR_CUDA_CLUSTER_REDUCE", 0) ? 1 : 0;
+    d.cluster_reduce = env_int("POLAR_CUDA_CLUSTER_REDUCE", 1) ? 1 : 0;
     return d;
   }();
   return t;
@@ -339,8 +351,11 @@ const polar_cuda_tuning& tuning() { return tune(); }
 // 0.045 + 0.033, where each wgmma split CTA adds a 128 KB fp32 tile). A wgmma loop that kept one MMA group
 // in flight (A from shared memory) measured the same as this one at batch 256 (the loop is not bound by the
 // MMA wait there), so it was not kept.
+// With cluster split-K (read-flush sweep): fc1 at batch 256 takes wgmma from ~10 MB (opt-6.7b at 10%, 13.6 MB:
+// 0.025 ms vs 0.036 for mma.sync; at 5%, 7.3 MB, mma.sync 0.023 vs 0.024), fc2 keeps mma.sync up to 16 MB
+// (opt-6.7b at 10%: mma.sync with 2 clustered splits 0.029 vs wgmma 0.043).
 bool auto_wgmma(int amode, int M, double a_bytes) {
-  if (M > 64) return a_bytes > 16e6;  // small gathers at batch > 64: mma.sync (8 warps, nb = 64 x 4 tiles)
+  if (M > 64) return a_bytes > (amode == A_ROWS ? 10e6 : 16e6);  // small gathers: mma.sync (8 warps, nb = 64 x 4 tiles)
   if (M <= 8) return false;
   if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6);
   return M > 16 && a_bytes <= 40e6;
@@ -395,10 +410,40 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   if (occ < 1) return polar_set_error("%s: selective GEMM kernel (%d threads, %d B shared memory) cannot run on this GPU", who, k.nt, k.smem);
   const int tilesF = cdiv(g.F, BM), tilesM = cdiv(g.M, nb), tiles = tilesF * tilesM;
   g.nchunks = cdiv(g.K, BK);
+  // cluster split-K (tuning cluster_reduce, on by default): the mma.sync and lock-step wgmma kernels with 2-8 splits, where
+  // the clusters that fit at once (GPC sizes: fewer CTAs than SMs x occupancy) take no more waves than the
+  // separate CTAs would (H100 sweep without this check: OPT-6.7B fc2 at batch 256 / 100%, 32 clusters of 4,
+  // 0.124 -> 0.193 ms; with it never slower, and OPT-66B fc1 at batch 256 / 10% 0.085 -> 0.062, at 5% 0.061
+  // -> 0.042, OPT-6.7B fc1 at batch 256 / 50% 0.080 -> 0.054)
+  const bool cl_kernel = tu.cluster_reduce && !k.tma_b && p.major >= 9;
+  auto cluster_fits = [&](int sc, bool* fits) {
+    int nclu = 0;
+    if (cluster_occupancy(k.fn, k.nt, k.smem, sc, &nclu)) return -1;
+    *fits = nclu > 0 && cdiv(tiles, nclu) <= cdiv(tiles * sc, occ * p.sms);
+    return 0;
+  };
   int s = 1;
-  if (g.nchunks > 1) {
+  if (g.nchunks > 1 && !k.tma_b) {  // (the stream-K kernel sizes its grid below)
     const double pen = tu.split_penalty;
-    s = splits_req > 0 ? std::min(splits_req, g.nchunks) : choose_splits(tiles, g.nchunks, occ * p.sms, nb, pen);
+    double cost = 0;
+    s = splits_req > 0 ? std::min(splits_req, g.nchunks) : choose_splits(tiles, g.nchunks, occ * p.sms, nb, pen, 128, &cost);
+    if (splits_req <= 0 && cl_kernel) {
+      // a cluster's partial tiles are summed in shared memory, not through the fp32 workspace: charged a quarter
+      // (H100 sweep, OPT-66B fc2 at batch 256 / 10%: 3 splits in clusters 0.088 -> 0.079 ms), the cheapest split
+      // count of 2-8 whose clusters fit (OPT-6.7B fc2 at batch 256 / 10%: 2 in clusters 0.029 ms, where 3 did not
+      // fit and went through the workspace, 0.043)
+      for (int sc = 2; sc <= std::min(8, g.nchunks); ++sc) {
+        const int cps = cdiv(g.nchunks, sc);
+        if (cdiv(g.nchunks, cps) != sc) continue;
+        const double c = split_cost(tiles, sc, cps, occ * p.sms, nb, pen * 0.25);
+        bool fits = false;
+        if (c < cost - 1e-9 && cluster_fits(sc, &fits)) return -1;
+        if (c < cost - 1e-9 && fits) {
+          cost = c;
+          s = sc;
+        }
+      }
+    }
   }
   g.cps = g.nchunks > 0 ? cdiv(g.nchunks, s) : 0;
   if (g.nchunks > 0) s = cdiv(g.nchunks, g.cps);
@@ -406,7 +451,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   if (k.tma_b) {  // stream-K (splits_req > 0: at most that many CTAs per tile, e.g. 1 = one CTA per tile)
     bool split = false;
     const int slots = splits_req > 0 ? std::min(occ * p.sms, tiles * splits_req) : occ * p.sms;
-    pl->sk_ctas = sk_grid(tiles, g.nchunks, slots, &split);
+    pl->sk_ctas = sk_grid(tiles, g.nchunks, slots, amode, &split);
     s = 1;
     pl->cnt_bytes = align_up((size_t)pl->sk_ctas * 4, 256);
     pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
@@ -418,15 +463,31 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   pl->tilesM = tilesM;
   pl->splits = s;
   g.m_inner = pair_k ? tilesM : 0;
-  // cluster split-K (experiment, tuning cluster_reduce): the lock-step wgmma kernel with 2-8 splits, where
-  // the clusters that fit at once (GPC sizes: fewer CTAs than SMs x occupancy) take no more waves than the
-  // separate CTAs would (H100 sweep without this check: OPT-6.7B fc2 at batch 256 / 100%, 32 clusters of 4,
-  // 0.124 -> 0.193 ms; with fitting grids up to 26% faster, OPT-66B fc1 at batch 256 / 10% 0.085 -> 0.063)
   g.cluster_reduce = 0;
-  if (tu.cluster_reduce && k.wg && !k.tma_b && s >= 2 && s <= 8 && p.major >= 9) {
-    int nclu = 0;
-    if (cluster_occupancy(k.fn, k.nt, k.smem, s, &nclu)) return -1;
-    g.cluster_reduce = nclu > 0 && cdiv(tiles, nclu) <= cdiv(tiles * s, occ * p.sms);
+  if (cl_kernel && s >= 2 && s <= 8) {
+    bool fits = false;
+    if (cluster_fits(s, &fits)) return -1;
+    g.cluster_reduce = fits;
+  }
+  // nb = 256 without workspace traffic (one CTA per tile, or the splits in clusters): two warpgroups of
+  // m64n256 beat four of m64n128 (read-flush sweep, OPT-66B at batch 256 / 5%: fc1 0.039 -> 0.036 ms, fc2
+  // 0.048 -> 0.046; at 10% fc1 0.058 -> 0.053); with workspace split-K four stayed ahead (OPT-6.7B at 25%,
+  // 4 splits: 0.053 vs 0.059)
+  if (wg_shape == WG_FOUR && tu.nb256 == 2 && (s == 1 || g.cluster_reduce)) {
+    KInfo k2{};
+    if (with_dtype(dt, who, [&](auto t) {
+          k2 = pick_t<decltype(t)>(amode, wg, nb, WG_TWO, mma_stages, mma_warps);
+          return 0;
+        }))
+      return -1;
+    int occ2 = 0;
+    if (kernel_occupancy(k2.fn, k2.nt, k2.smem, &occ2)) return -1;
+    const KInfo k4 = k;
+    k = k2;
+    bool fits = true;
+    if (g.cluster_reduce && cluster_fits(s, &fits)) return -1;
+    if (occ2 != occ || !fits) k = k4;
+    pl->k = k;
   }
   pl->cluster = g.cluster_reduce ? s : 0;
   if (!k.tma_b) {

@@ -86,8 +86,6 @@ struct Loader {
         cp_async16_pf256(sa + r * 128 + ((ch ^ (r & 7)) << 4), v ? arow[i] + k0 : A, v);
       }
     } else {
-      const int ch = tid & 15;
-      const bool fv = f0 + ch * 8 < g.F;
       // all of this chunk's row indices first: the copies below are asm volatile with a memory clobber, so a
       // load placed between them would be issued (and waited for) one at a time
       int rows[A_ITERS];

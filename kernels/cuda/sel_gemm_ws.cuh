@@ -154,12 +154,15 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
 
 // Grid of the warp-specialized kernel (at most one CTA per resident slot): among one CTA per tile, s CTAs per
 // tile (split-K) and one per slot (stream-K), the one with the least per-CTA time, counted in K steps: the
-// steps of the busiest CTA plus SK_PARTIAL_STEPS for each of its segments that shares a tile with another CTA
-// (H100 sweep at batch 256: OPT-6.7B fc1 at 100%, 128 tiles of 64 steps, took 0.079 ms on 128 CTAs and 0.125
-// on 132, whose CTAs have two shared tiles each: ~20 steps of 1.2 us per shared tile; the fp32 atomic adds of
-// all CTAs reach L2 at once). *split: some tile is shared (the workspace is needed).
-constexpr int SK_PARTIAL_STEPS = 20;
-int sk_cost(int64_t total, int nchunks, int G, bool* split) {
+// steps of the busiest CTA plus `partial` steps for each of its segments that shares a tile with another CTA.
+// H100 sweeps at batch 256: OPT-6.7B fc1 at 100%, 128 tiles of 64 steps, took 0.079 ms on 128 CTAs and 0.125
+// on 132, whose CTAs have two shared tiles each (the fp32 atomic adds of all CTAs reach L2 at once); with the
+// read L2 flush, OPT-66B fc1 at 25% (72 tiles of 144 steps) took 0.100 ms on 72 CTAs and 0.119 on 132, while
+// fc2 took 0.184 on 72 and 0.142 on 132 (a fc2 step costs more, 1.3 us against 0.7, so a shared tile costs
+// relatively less; fetching its row indices two steps ahead instead of one did not change that). Hence 40
+// steps per shared tile for fc1 and 20 for fc2.
+// *split: some tile is shared (the workspace is needed).
+int sk_cost(int64_t total, int nchunks, int G, int partial, bool* split) {
   int64_t worst = 0;
   *split = false;
   for (int c = 0; c < G; ++c) {
@@ -168,7 +171,7 @@ int sk_cost(int64_t total, int nchunks, int G, bool* split) {
     for (int64_t x = b; x < e;) {  // this CTA's segments, one per tile
       const int64_t t = x / nchunks, te = std::min(e, (t + 1) * nchunks);
       if (x != t * nchunks || te != (t + 1) * nchunks) {
-        cost += SK_PARTIAL_STEPS;
+        cost += partial;
         *split = true;
       }
       x = te;
@@ -177,21 +180,23 @@ int sk_cost(int64_t total, int nchunks, int G, bool* split) {
   }
   return (int)std::min<int64_t>(worst, INT32_MAX);
 }
-int sk_grid(int tiles, int nchunks, int slots, bool* split) {
+int sk_grid(int tiles, int nchunks, int slots, int amode, bool* split) {
+  const int partial = amode == A_ROWS ? 40 : 20;
   const int64_t total = (int64_t)tiles * nchunks;
   const int maxg = (int)std::max<int64_t>(1, std::min<int64_t>(slots, (total + 3) / 4));  // >= 4 steps per CTA
   int best_g = maxg, best = INT32_MAX;
+  *split = false;
   auto consider = [&](int G) {
     bool sp;
-    const int c = sk_cost(total, nchunks, G, &sp);
+    const int c = sk_cost(total, nchunks, G, partial, &sp);
     if (c < best) {
       best = c;
       best_g = G;
+      *split = sp;
     }
   };
   for (int s = 1; (int64_t)tiles * s <= maxg; ++s) consider(tiles * s);
   consider(maxg);
-  sk_cost(total, nchunks, best_g, split);
   return best_g;
 }
 

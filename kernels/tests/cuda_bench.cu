@@ -443,6 +443,7 @@ static void bench_sweep() {
     vars.push_back({"wg4-cl", POLAR_IMPL_AUTO, 0, 3, 1.0});
     vars.push_back({"wg4-cl-pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25});
     vars.push_back({"auto-cl", POLAR_IMPL_AUTO, 0, 3, 1.0});
+    vars.push_back({"auto-nocl", POLAR_IMPL_AUTO, 0, 3, 1.0});
     if (g_wgmma) {  // the warp-specialized stream-K kernel at this batch tile (forced)
       vars.push_back({"ws", POLAR_IMPL_WGMMA, 0, 3, 1.0});
       vars.push_back({"ws-s1", POLAR_IMPL_WGMMA, 1, 3, 1.0});
@@ -456,13 +457,13 @@ static void bench_sweep() {
       if (g_wgmma) vars.push_back({"wgmma-s" + std::to_string(sp), POLAR_IMPL_WGMMA, sp, 3, 1.0});
     }
     for (const Var& v : vars) {
-      set_tuning([&v](polar_cuda_tuning& t) {
+      set_tuning([&v, &defaults](polar_cuda_tuning& t) {
         t.mma_stages = v.stages;
         t.split_penalty = v.pen;
         t.mma_warps = v.name.find("8w") != std::string::npos ? 8 : v.name.find("4w") != std::string::npos ? 4 : 0;
         t.wgmma_pair = v.name.rfind("pair", 0) == 0 ? 1 : 2;  // 2: the default (pairs at batch 65-128)
         t.nb256 = v.name.rfind("wg2", 0) == 0 ? 0 : v.name.rfind("wg4", 0) == 0 ? 1 : v.name.rfind("ws", 0) == 0 ? 3 : 2;
-        t.cluster_reduce = v.name.find("-cl") != std::string::npos;
+        t.cluster_reduce = v.name.find("-cl") != std::string::npos ? 1 : v.name.find("-nocl") != std::string::npos ? 0 : defaults.cluster_reduce;
       });
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;

@@ -526,7 +526,14 @@ int main(int argc, char** argv) {
   for (polar_dtype dt : dts)
     for (const MlpCase& c : mlp)
       for (int splits : {0, 3}) test_mlp(dt, c, POLAR_IMPL_MMA, splits, true, false, false, seed++);
-  set_tuning([](polar_cuda_tuning& t) { t.reduce_atomic = 0; });  // the plain-store split-K reduction variant
+  set_tuning([](polar_cuda_tuning& t) { t.cluster_reduce = 0; });  // split-K through the fp32 workspace (atomics)
+  for (polar_dtype dt : dts)
+    for (const MlpCase& c : mlp)
+      for (int impl : impls) test_mlp(dt, c, impl, 3, true, (seed & 1) == 0, false, seed++);
+  set_tuning([](polar_cuda_tuning& t) {  // the plain-store split-K reduction variant
+    t.reduce_atomic = 0;
+    t.cluster_reduce = 0;
+  });
   for (polar_dtype dt : dts)
     for (const MlpCase& c : mlp)
       for (int impl : impls) test_mlp(dt, c, impl, 3, true, true, false, seed++);
