@@ -730,6 +730,13 @@ void* workspace(polar_cuda_session* s, size_t need) {
   return s->ws.p;
 }
 
+// Points a kernel's params at the shared workspace, grown to `need` bytes (none when the kernel needs none).
+template <typename P>
+void use_workspace(polar_cuda_session* s, P& p, size_t need) {
+  p.workspace = need ? workspace(s, need) : nullptr;
+  p.workspace_bytes = need ? s->ws.bytes : 0;
+}
+
 struct MlpSel {
   bool sparse = false;
   int K = 0, Kp = 0;            // kept neurons, padded to a multiple of 8
@@ -897,9 +904,7 @@ void forward_t(polar_cuda_session* s, const polar_forward_params* p) {
         r.out_idx = head_idx;
         r.ld_idx = head_k;
         r.stream = st;
-        const size_t need = polar_cuda_head_router_workspace(&r);
-        r.workspace = need ? workspace(s, need) : nullptr;
-        r.workspace_bytes = need ? s->ws.bytes : 0;
+        use_workspace(s, r, polar_cuda_head_router_workspace(&r));
         FW_K(polar_cuda_head_router(&r));
         k_mask_from_idx<<<(T + 127) / 128, 128, 0, st>>>(head_idx, head_k, head_k, T, NH, KV, mask);
         FW_LAUNCHED("k_mask_from_idx");
@@ -945,9 +950,7 @@ void forward_t(polar_cuda_session* s, const polar_forward_params* p) {
         r.score = sp->mlp_score == POLAR_MLP_SCORE_SIGMOID ? POLAR_CUDA_SCORE_SIGMOID : POLAR_CUDA_SCORE_LOGIT;
         r.out_idx = d_midx;
         r.stream = st;
-        const size_t need = polar_cuda_mlp_router_workspace(&r);
-        r.workspace = need ? workspace(s, need) : nullptr;
-        r.workspace_bytes = need ? s->ws.bytes : 0;
+        use_workspace(s, r, polar_cuda_mlp_router_workspace(&r));
         FW_K(polar_cuda_mlp_router(&r));
         if (ms.Kp > ms.K) {
           k_pad_idx<<<1, 1, 0, st>>>(d_midx, ms.K, ms.Kp - ms.K);
@@ -1017,9 +1020,7 @@ void forward_t(polar_cuda_session* s, const polar_forward_params* p) {
       a.o_batch_stride = QD;
       a.o_head_stride = hd;
       a.stream = st;
-      const size_t need = polar_cuda_attn_workspace(&a);
-      a.workspace = need ? workspace(s, need) : nullptr;
-      a.workspace_bytes = need ? s->ws.bytes : 0;
+      use_workspace(s, a, polar_cuda_attn_workspace(&a));
       FW_K(polar_cuda_attn_decode(&a));
     } else {
       const int64_t pairs = (int64_t)T * NH;
@@ -1082,9 +1083,7 @@ void forward_t(polar_cuda_session* s, const polar_forward_params* p) {
           f.h = h;
           f.ldh = Kp;
           f.stream = st;
-          const size_t need = polar_cuda_sel_fc1_workspace(&f);
-          f.workspace = need ? workspace(s, need) : nullptr;
-          f.workspace_bytes = need ? s->ws.bytes : 0;
+          use_workspace(s, f, polar_cuda_sel_fc1_workspace(&f));
           FW_K(polar_cuda_sel_fc1(&f));
         };
         if (c.gated) {
@@ -1114,9 +1113,7 @@ void forward_t(polar_cuda_session* s, const polar_forward_params* p) {
         f.ldy = H;
         f.accumulate = 0;
         f.stream = st;
-        const size_t need = polar_cuda_sel_fc2_workspace(&f);
-        f.workspace = need ? workspace(s, need) : nullptr;
-        f.workspace_bytes = need ? s->ws.bytes : 0;
+        use_workspace(s, f, polar_cuda_sel_fc2_workspace(&f));
         FW_K(polar_cuda_sel_fc2(&f));
         add(x, H, y, H);
       } else if (L.downb) {

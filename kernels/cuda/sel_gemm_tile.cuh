@@ -26,7 +26,8 @@ struct Cfg {
 };
 
 // ---- tile loader ------------------------------------------------------------------------------------
-template <typename T, int AMODE, int NB, int NT>
+// EF: the weight (A) copies carry an L2 evict-first policy (for kernels that read each weight tile once)
+template <typename T, int AMODE, int NB, int NT, bool EF = false>
 struct Loader {
   static constexpr int A_ITERS = (BM * BK / 8) / NT;
   static constexpr int B_CHUNKS = NB * BK / 8;
@@ -37,12 +38,14 @@ struct Loader {
   const T* brow[B_ITERS];
   bool bval[B_ITERS];
   int tid, f0;
+  uint64_t a_pol = 0;  // EF: the evict-first policy
   // A_COLS: the row indices of the next chunk to load, fetched one main-loop step early (prefetch_rows)
   // so that the copies of that chunk do not wait for an L2 round trip on idx (ncu: fc2's top stall)
   int pre_rows[AMODE == A_COLS ? A_ITERS : 1];
   int pre_c = -1;
 
   __device__ __forceinline__ Loader(const GemmArgs& g, int f0_, int m0, int tid_) : tid(tid_), f0(f0_) {
+    if (EF) a_pol = l2_policy_evict_first();
     const T* A = static_cast<const T*>(g.A);
     if (AMODE == A_ROWS) {
       const int ch = tid & 7;
@@ -69,6 +72,10 @@ struct Loader {
     }
   }
 
+  __device__ __forceinline__ void copy_a(uint32_t dst, const void* src, bool valid) const {
+    if (EF) cp_async16_pf256_hint(dst, src, valid, a_pol);
+    else cp_async16_pf256(dst, src, valid);
+  }
   __device__ __forceinline__ void load(const GemmArgs& g, uint32_t sa, uint32_t sb, int c) const {
     load_a(g, sa, c);
     load_b(g, sb, c);
@@ -83,7 +90,7 @@ struct Loader {
       for (int i = 0; i < A_ITERS; ++i) {
         const int r = (tid >> 3) + i * (NT / 8);
         const bool v = aval[i] && kv;
-        cp_async16_pf256(sa + r * 128 + ((ch ^ (r & 7)) << 4), v ? arow[i] + k0 : A, v);
+        copy_a(sa + r * 128 + ((ch ^ (r & 7)) << 4), v ? arow[i] + k0 : A, v);
       }
     } else {
       // all of this chunk's row indices first: the copies below are asm volatile with a memory clobber, so a
@@ -107,7 +114,7 @@ struct Loader {
     for (int i = 0; i < A_ITERS; ++i) {
       const int jj = (tid >> 4) + i * (NT / 16);
       const bool v = fv && rows[i] >= 0;
-      cp_async16_pf256(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
+      copy_a(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
     }
   }
   __device__ __forceinline__ void fetch_rows(const GemmArgs& g, int c, int* rows) const {
@@ -216,6 +223,19 @@ __device__ __forceinline__ void epi_sync() {
   if (BAR == 0) __syncthreads();
   else asm volatile("bar.sync %0, %1;\n" ::"n"(BAR), "n"(NT) : "memory");
 }
+// Split-K arrival: after this CTA's partial tile is in the workspace, count it on the tile's counter; true in
+// the last of the ns CTAs to arrive (which then sums and stores the tile), with every partial visible to it.
+template <int BAR, int NT>
+__device__ __forceinline__ bool split_arrive_last(const GemmArgs& g, int tile, int ns) {
+  __shared__ int s_last;
+  __threadfence();
+  epi_sync<BAR, NT>();
+  if (threadIdx.x == 0) s_last = atomicAdd(g.counters + tile, 1u) == ns - 1;
+  epi_sync<BAR, NT>();
+  if (!s_last) return false;
+  __threadfence();
+  return true;
+}
 // tile: the tile's workspace / arrival-counter slot; ns: how many CTAs add into it (1: none, no workspace);
 // split: this CTA's index among them (the plain-store reduction's partial slot).
 // [n_lo, n_hi): the batch rows of the tile this CTA writes (a cluster reduction splits them among its CTAs).
@@ -240,7 +260,6 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
     for (int j = 0; j < 8; ++j) bv[j] = bi[j] >= 0 ? Dt<T>::f(bias[bi[j]]) : 0.f;
   }
   if (ns > 1) {
-    __shared__ int s_last;
     const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
     if (g.reduce_atomic) {  // every split adds into one fp32 tile
       float* acc = g.ws + (size_t)tile * NB * BM;
@@ -248,12 +267,7 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
         const int n = e / (BM / 4), f = (e % (BM / 4)) * 4;
         if (f < fval) atomic_add4(acc + n * BM + f, *reinterpret_cast<const float4*>(S + n * SLD + f));
       }
-      __threadfence();
-      epi_sync<BAR, NT>();
-      if (tid == 0) s_last = atomicAdd(g.counters + tile, 1u) == ns - 1;
-      epi_sync<BAR, NT>();
-      if (!s_last) return;
-      __threadfence();
+      if (!split_arrive_last<BAR, NT>(g, tile, ns)) return;
       for (int e = tid; e < mval * (BM / 4); e += NT) {
         const int n = e / (BM / 4), f = (e % (BM / 4)) * 4;
         if (f < fval) {
@@ -269,12 +283,7 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
         const int n = e / (BM / 4), f = (e % (BM / 4)) * 4;
         if (f < fval) __stcg(reinterpret_cast<float4*>(mine + n * BM + f), *reinterpret_cast<const float4*>(S + n * SLD + f));
       }
-      __threadfence();
-      epi_sync<BAR, NT>();
-      if (tid == 0) s_last = atomicAdd(g.counters + tile, 1u) == ns - 1;
-      epi_sync<BAR, NT>();
-      if (!s_last) return;
-      __threadfence();
+      if (!split_arrive_last<BAR, NT>(g, tile, ns)) return;
       for (int e = tid; e < mval * (BM / 4); e += NT) {
         const int n = e / (BM / 4), f = (e % (BM / 4)) * 4;
         if (f < fval) {
@@ -391,8 +400,9 @@ __device__ __forceinline__ void cluster_sum_rows(float* S, int mval, int fval, i
     }
     *mine = a;
   }
-  cluster_sync_all();  // no CTA leaves while another still reads its tile
-  __syncthreads();
+  // no CTA leaves while another still reads its tile; the release/acquire cluster barrier also orders this
+  // CTA's own threads (the epilogue reads the summed rows that other threads wrote)
+  cluster_sync_all();
 #else
   *lo = 0;
   *hi = mval;

@@ -66,13 +66,16 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
     if (NB == 256) asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
     if (!early) griddep_wait_and_release();  // fc1's loader reads idx, written by the router
     int ring = 0;  // stages filled so far (ring slot and mbarrier parity)
+    const uint64_t b_pol = l2_policy_evict_last();
     for (int64_t step = s_begin; step < s_end;) {
       const Seg q = seg_at(step);
-      Loader<T, AMODE, NB, 128> ld(g, q.f0, q.m0, tid - 256);
+      // at M <= 256 (one batch tile) each weight tile is read once: its copies are L2 evict-first, the
+      // activations, which every CTA re-reads, evict-last
+      Loader<T, AMODE, NB, 128, true> ld(g, q.f0, q.m0, tid - 256);
       auto load_b = [&](int s, int c) {
         if (tid == 256) {
           mbar_arrive_expect_tx(full + 8 * s, C::B_BYTES);
-          tma_load_2d(sbase + s * C::STAGE_BYTES + C::A_BYTES, &g.tmb, c * BK, q.m0, full + 8 * s);
+          tma_load_2d_hint(sbase + s * C::STAGE_BYTES + C::A_BYTES, &g.tmb, c * BK, q.m0, full + 8 * s, b_pol);
         }
       };
       int i = 0;
