@@ -12,8 +12,9 @@
 //     swizzled shared-memory descriptor, A fragments from registers (ldmatrix).
 // Split-K over CTAs (grid.y) when there are too few feature tiles to fill the GPU: partial tiles are
 // added into an fp32 workspace tile, and the last CTA of a tile (arrival counter) applies the epilogue
-// and leaves the workspace zeroed again. At batch tiles of 256 with large gathers, a third kernel
-// (sel_gemm_ws.cuh): warp-specialized, TMA for the activations, a stream-K grid.
+// and leaves the workspace zeroed again; where 2-8 splits fit on the GPU as thread-block clusters, they are
+// summed through distributed shared memory instead (no workspace). At batch tiles of 256 with large gathers,
+// a third kernel (sel_gemm_ws.cuh): warp-specialized, TMA for the activations, a stream-K grid.
 // Files: sel_gemm_tile.cuh (loader, epilogue, helpers shared by the kernels), sel_gemm_ws.cuh (that kernel),
 // this file (the mma.sync and lock-step wgmma kernels, planning, the C API).
 #include <algorithm>
@@ -399,14 +400,18 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // mma.sync: 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64: 2-5%
   // faster on the H100 at batch 64, up to 25% at batch 256); 4 warps below (8 were ~1% slower at batch 16)
   const int mma_warps = tu.mma_warps > 0 ? tu.mma_warps : (nb >= 64 ? 8 : 4);
+  // the kernel of a wgmma shape (the mma.sync ones by nb / warps) and how many of its CTAs fit on an SM
+  auto pick = [&](int shape, KInfo* out, int* o) {
+    if (with_dtype(dt, who, [&](auto t) {
+          *out = pick_t<decltype(t)>(amode, wg, nb, shape, mma_stages, mma_warps);
+          return 0;
+        }))
+      return -1;
+    return kernel_occupancy(out->fn, out->nt, out->smem, o);
+  };
   KInfo k{};
-  if (with_dtype(dt, who, [&](auto t) {
-        k = pick_t<decltype(t)>(amode, wg, nb, wg_shape, mma_stages, mma_warps);
-        return 0;
-      }))
-    return -1;
   int occ = 1;
-  if (kernel_occupancy(k.fn, k.nt, k.smem, &occ)) return -1;
+  if (pick(wg_shape, &k, &occ)) return -1;
   if (occ < 1) return polar_set_error("%s: selective GEMM kernel (%d threads, %d B shared memory) cannot run on this GPU", who, k.nt, k.smem);
   const int tilesF = cdiv(g.F, BM), tilesM = cdiv(g.M, nb), tiles = tilesF * tilesM;
   g.nchunks = cdiv(g.K, BK);
@@ -436,9 +441,10 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
         const int cps = cdiv(g.nchunks, sc);
         if (cdiv(g.nchunks, cps) != sc) continue;
         const double c = split_cost(tiles, sc, cps, occ * p.sms, nb, pen * 0.25);
+        if (c >= cost - 1e-9) continue;
         bool fits = false;
-        if (c < cost - 1e-9 && cluster_fits(sc, &fits)) return -1;
-        if (c < cost - 1e-9 && fits) {
+        if (cluster_fits(sc, &fits)) return -1;
+        if (fits) {
           cost = c;
           s = sc;
         }
@@ -475,13 +481,8 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // 4 splits: 0.053 vs 0.059)
   if (wg_shape == WG_FOUR && tu.nb256 == 2 && (s == 1 || g.cluster_reduce)) {
     KInfo k2{};
-    if (with_dtype(dt, who, [&](auto t) {
-          k2 = pick_t<decltype(t)>(amode, wg, nb, WG_TWO, mma_stages, mma_warps);
-          return 0;
-        }))
-      return -1;
     int occ2 = 0;
-    if (kernel_occupancy(k2.fn, k2.nt, k2.smem, &occ2)) return -1;
+    if (pick(WG_TWO, &k2, &occ2)) return -1;
     const KInfo k4 = k;
     k = k2;
     bool fits = true;
