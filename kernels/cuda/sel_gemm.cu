@@ -118,13 +118,7 @@ __global__ void __launch_bounds__(NW * 32) sel_gemm_mma_kernel(const GemmArgs g)
         S[n * SLD + f] = acc[mt][nt][i];
       }
   __syncthreads();
-  if (g.cluster_reduce) {  // the splits of this tile are one cluster: sum through distributed shared memory
-    int lo, hi;
-    cluster_sum_rows<NW * 32>(S, min(NB, g.M - m0), min(BM, g.F - f0), &lo, &hi);
-    gemm_epilogue<T, NB, NW * 32>(g, S, f0, m0, 0, 1, 0, lo, hi);
-    return;
-  }
-  gemm_epilogue<T, NB, NW * 32>(g, S, f0, m0, blockIdx.z * gridDim.x + blockIdx.x, gridDim.y, blockIdx.y);
+  tile_epilogue<T, NB, NW * 32>(g, S, f0, m0);
 }
 
 // ---- wgmma path (sm_90a) ---------------------------------------------------------------------------
@@ -198,13 +192,7 @@ __global__ void __launch_bounds__(NWG * 128, MINB) sel_gemm_wgmma_kernel(const G
       S[n * SLD + f] = acc[i * 4 + j];
     }
   __syncthreads();
-  if (g.cluster_reduce) {  // the splits of this tile are one cluster: sum through distributed shared memory
-    int lo, hi;
-    cluster_sum_rows<NWG * 128>(S, min(NB, g.M - m0), min(BM, g.F - f0), &lo, &hi);
-    gemm_epilogue<T, NB, NWG * 128>(g, S, f0, m0, 0, 1, 0, lo, hi);
-    return;
-  }
-  gemm_epilogue<T, NB, NWG * 128>(g, S, f0, m0, blockIdx.z * gridDim.x + blockIdx.x, gridDim.y, blockIdx.y);
+  tile_epilogue<T, NB, NWG * 128>(g, S, f0, m0);
 #else
   __trap();  // launched only where wgmma_usable()
 #endif
@@ -305,7 +293,8 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_SPLIT_PENALTY (scale of the chunk-equivalents charged per split-K CTA for its partial tile),
 // POLAR_CUDA_MMA_WARPS, POLAR_CUDA_WG_PAIR, POLAR_CUDA_NB256 (kernel shapes, see gemm_plan),
 // POLAR_CUDA_STORE_REDUCE (plain-store split-K reduction), POLAR_CUDA_NO_PDL (no programmatic dependent
-// launch), POLAR_CUDA_ROUTER_SPLITS (the head router's split-K count).
+// launch), POLAR_CUDA_ROUTER_SPLITS (the head router's split-K count), POLAR_CUDA_CLUSTER_REDUCE=0 (split-K
+// always through the workspace).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -421,9 +410,9 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // 0.124 -> 0.193 ms; with it never slower, and OPT-66B fc1 at batch 256 / 10% 0.085 -> 0.062, at 5% 0.061
   // -> 0.042, OPT-6.7B fc1 at batch 256 / 50% 0.080 -> 0.054)
   const bool cl_kernel = tu.cluster_reduce && !k.tma_b && p.major >= 9;
-  auto cluster_fits = [&](int sc, bool* fits) {
+  auto cluster_fits = [&](const KInfo& kk, int sc, bool* fits) {
     int nclu = 0;
-    if (cluster_occupancy(k.fn, k.nt, k.smem, sc, &nclu)) return -1;
+    if (cluster_occupancy(kk.fn, kk.nt, kk.smem, sc, &nclu)) return -1;
     *fits = nclu > 0 && cdiv(tiles, nclu) <= cdiv(tiles * sc, occ * p.sms);
     return 0;
   };
@@ -443,7 +432,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
         const double c = split_cost(tiles, sc, cps, occ * p.sms, nb, pen * 0.25);
         if (c >= cost - 1e-9) continue;
         bool fits = false;
-        if (cluster_fits(sc, &fits)) return -1;
+        if (cluster_fits(k, sc, &fits)) return -1;
         if (fits) {
           cost = c;
           s = sc;
@@ -462,7 +451,6 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
     pl->cnt_bytes = align_up((size_t)pl->sk_ctas * 4, 256);
     pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
   }
-  pl->k = k;
   pl->pdl = p.major >= 9 && tu.pdl;
   pl->occ = occ;
   pl->tilesF = tilesF;
@@ -472,7 +460,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   g.cluster_reduce = 0;
   if (cl_kernel && s >= 2 && s <= 8) {
     bool fits = false;
-    if (cluster_fits(s, &fits)) return -1;
+    if (cluster_fits(k, s, &fits)) return -1;
     g.cluster_reduce = fits;
   }
   // nb = 256 without workspace traffic (one CTA per tile, or the splits in clusters): two warpgroups of
@@ -483,13 +471,11 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
     KInfo k2{};
     int occ2 = 0;
     if (pick(WG_TWO, &k2, &occ2)) return -1;
-    const KInfo k4 = k;
-    k = k2;
     bool fits = true;
-    if (g.cluster_reduce && cluster_fits(s, &fits)) return -1;
-    if (occ2 != occ || !fits) k = k4;
-    pl->k = k;
+    if (g.cluster_reduce && cluster_fits(k2, s, &fits)) return -1;
+    if (occ2 == occ && fits) k = k2;
   }
+  pl->k = k;
   pl->cluster = g.cluster_reduce ? s : 0;
   if (!k.tma_b) {
     pl->cnt_bytes = align_up((size_t)tiles * 4, 256);

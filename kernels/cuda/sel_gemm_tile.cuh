@@ -409,6 +409,20 @@ __device__ __forceinline__ void cluster_sum_rows(float* S, int mval, int fval, i
 #endif
 }
 
+// Epilogue of the lock-step kernels (grid (f tiles, splits, batch tiles), or (f x batch tiles, splits) with
+// interleaved batch tiles): the fp32 tile S of this CTA's split, summed over the tile's cluster when the
+// splits are one (g.cluster_reduce), else through the workspace (gemm_epilogue).
+template <typename T, int NB, int NT>
+__device__ __forceinline__ void tile_epilogue(const GemmArgs& g, float* S, int f0, int m0) {
+  if (g.cluster_reduce) {
+    int lo, hi;
+    cluster_sum_rows<NT>(S, min(NB, g.M - m0), min(BM, g.F - f0), &lo, &hi);
+    gemm_epilogue<T, NB, NT>(g, S, f0, m0, 0, 1, 0, lo, hi);
+    return;
+  }
+  gemm_epilogue<T, NB, NT>(g, S, f0, m0, blockIdx.z * gridDim.x + blockIdx.x, gridDim.y, blockIdx.y);
+}
+
 // ---- wgmma shared-memory descriptor ------------------------------------------------------------------
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
   // K-major, 128-byte swizzle: start >> 4 | LBO (unused, 1) << 16 | SBO = 1024 B (8 rows) >> 4 << 32 | mode 1 << 62

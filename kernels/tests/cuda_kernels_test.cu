@@ -547,8 +547,9 @@ int main(int argc, char** argv) {
   polar_cuda_set_tuning(&defaults);
   if (g_wgmma) {  // wgmma pairs at every batch > 64 (1), and never (0: one nb = 128 CTA per SM at 65-128)
     // 3, 4, 5: no pairs, and two / four warpgroups / the warp-specialized stream-K kernel at nb = 256 (the
-    // default picks four or warp-specialized by size; these shapes are small)
-    // 6, 7: pairs / four warpgroups with the split-K tiles summed over a thread-block cluster
+    // default picks by size and plan; these shapes are small)
+    // 0-5 with split-K through the workspace, 6, 7: pairs / four warpgroups with the split-K tiles summed over
+    // a thread-block cluster (the default elsewhere in this test)
     for (int pr : {1, 0, 3, 4, 5, 6, 7}) {
       set_tuning([pr](polar_cuda_tuning& t) {
         t.wgmma_pair = pr == 6 ? 1 : pr >= 3 ? 0 : pr;

@@ -183,9 +183,9 @@ typedef struct {
   int reduce_atomic;     // split-K reduction: 1 fp32 atomics (default), 0 plain partial stores
   int pdl;               // 1 programmatic dependent launch (default on sm_90), 0 off
   int router_splits;     // head router split-K count: 0 the heuristic (default, ~4 K chunks of 64 per CTA)
-  int cluster_reduce;    // 1 (default): the lock-step wgmma kernel's 2-8 split-K partial tiles are summed over
-                         // a thread-block cluster through distributed shared memory where the clusters fit at
-                         // once; 0: always through the fp32 workspace
+  int cluster_reduce;    // 1 (default): the mma.sync and lock-step wgmma kernels' 2-8 split-K partial tiles are
+                         // summed over a thread-block cluster through distributed shared memory where the
+                         // clusters fit at once; 0: always through the fp32 workspace
 } polar_cuda_tuning;
 static inline polar_cuda_tuning polar_cuda_tuning_unchanged(void) {
   polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1};
