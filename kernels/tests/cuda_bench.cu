@@ -104,15 +104,14 @@ static void flush_l2(int i) {
   CK(cudaGetLastError());
 }
 static double time_ms(const std::function<void()>& fn) {
-  auto flush = flush_l2;
   cudaEvent_t w0, w1;
   CK(cudaEventCreate(&w0));
   CK(cudaEventCreate(&w1));
   for (int i = 0; i < 3; ++i) {
-    flush(i);
+    flush_l2(i);
     fn();
   }
-  flush(3);
+  flush_l2(3);
   CK(cudaEventRecord(w0));
   fn();
   CK(cudaEventRecord(w1));
@@ -127,7 +126,7 @@ static double time_ms(const std::function<void()>& fn) {
     CK(cudaEventCreate(&b[r]));
   }
   for (int r = 0; r < reps; ++r) {
-    flush(r);
+    flush_l2(r);
     CK(cudaEventRecord(a[r]));
     fn();
     CK(cudaEventRecord(b[r]));
@@ -426,39 +425,31 @@ static void bench_sweep() {
     Dev rb(256u << 20);  // the read floor of one fc's weight bytes (what one kernel streaming them costs)
     g_read_buf = &rb;
     const double floor_one = read_floor_ms((double)k * P.d * 2);
+    // each variant: a name (the tuning knobs below are read from it), the path, forced splits (0 = planned),
+    // the split charge, and whether it needs the wgmma path (sm_90a; without it AUTO already is mma.sync)
     struct Var {
       std::string name;
-      int impl, splits, stages;
+      int impl, splits;
       double pen;
+      bool wg_only = false;
     };
-    std::vector<Var> vars = {{"auto", POLAR_IMPL_AUTO, 0, 3, 1.0}, {"pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25},
-                             {"pen4", POLAR_IMPL_AUTO, 0, 3, 4.0}, {"s1", POLAR_IMPL_AUTO, 1, 3, 1.0},
-                             {"s2", POLAR_IMPL_AUTO, 2, 3, 1.0},     {"s4", POLAR_IMPL_AUTO, 4, 3, 1.0}};
-    if (g_wgmma) {
-      vars.push_back({"mma", POLAR_IMPL_MMA, 0, 3, 1.0});
-      vars.push_back({"wgmma", POLAR_IMPL_WGMMA, 0, 3, 1.0});
-    }
-    vars.push_back({"wg2", POLAR_IMPL_AUTO, 0, 3, 1.0});
-    vars.push_back({"wg4", POLAR_IMPL_AUTO, 0, 3, 1.0});
-    vars.push_back({"wg4-cl", POLAR_IMPL_AUTO, 0, 3, 1.0});
-    vars.push_back({"wg4-cl-pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25});
-    vars.push_back({"auto-cl", POLAR_IMPL_AUTO, 0, 3, 1.0});
-    vars.push_back({"auto-nocl", POLAR_IMPL_AUTO, 0, 3, 1.0});
-    if (g_wgmma) {  // the warp-specialized stream-K kernel at this batch tile (forced)
-      vars.push_back({"ws", POLAR_IMPL_WGMMA, 0, 3, 1.0});
-      vars.push_back({"ws-s1", POLAR_IMPL_WGMMA, 1, 3, 1.0});
-    }
-    vars.push_back({"pair", POLAR_IMPL_AUTO, 0, 3, 1.0});
-    vars.push_back({"pair-pen0.25", POLAR_IMPL_AUTO, 0, 3, 0.25});
-    vars.push_back({"mma-8w", POLAR_IMPL_MMA, 0, 3, 1.0});
-    vars.push_back({"mma-4w", POLAR_IMPL_MMA, 0, 3, 1.0});
+    const int au = POLAR_IMPL_AUTO, mm = POLAR_IMPL_MMA, wg = POLAR_IMPL_WGMMA;
+    std::vector<Var> vars = {{"auto", au, 0, 1.0},      {"pen0.25", au, 0, 0.25},       {"pen4", au, 0, 4.0},
+                             {"s1", au, 1, 1.0},        {"s2", au, 2, 1.0},             {"s4", au, 4, 1.0},
+                             {"mma", mm, 0, 1.0, true}, {"wgmma", wg, 0, 1.0, true},    {"wg2", au, 0, 1.0},
+                             {"wg4", au, 0, 1.0},       {"wg4-cl", au, 0, 1.0},         {"wg4-cl-pen0.25", au, 0, 0.25},
+                             {"auto-cl", au, 0, 1.0},   {"auto-nocl", au, 0, 1.0},
+                             {"ws", wg, 0, 1.0, true},  {"ws-s1", wg, 1, 1.0, true},  // the warp-specialized kernel, forced
+                             {"pair", au, 0, 1.0},      {"pair-pen0.25", au, 0, 0.25},  {"mma-8w", mm, 0, 1.0},
+                             {"mma-4w", mm, 0, 1.0}};
     for (int sp : {1, 2, 4, 8, 16}) {  // each path under forced split counts
-      vars.push_back({"mma-s" + std::to_string(sp), POLAR_IMPL_MMA, sp, 3, 1.0});
-      if (g_wgmma) vars.push_back({"wgmma-s" + std::to_string(sp), POLAR_IMPL_WGMMA, sp, 3, 1.0});
+      vars.push_back({"mma-s" + std::to_string(sp), mm, sp, 1.0});
+      vars.push_back({"wgmma-s" + std::to_string(sp), wg, sp, 1.0, true});
     }
     for (const Var& v : vars) {
+      if (v.wg_only && !g_wgmma) continue;
       set_tuning([&v, &defaults](polar_cuda_tuning& t) {
-        t.mma_stages = v.stages;
+        t.mma_stages = 3;
         t.split_penalty = v.pen;
         t.mma_warps = v.name.find("8w") != std::string::npos ? 8 : v.name.find("4w") != std::string::npos ? 4 : 0;
         t.wgmma_pair = v.name.rfind("pair", 0) == 0 ? 1 : 2;  // 2: the default (pairs at batch 65-128)
