@@ -41,6 +41,10 @@ def main():
     if ref and flush["polar"] != flush["reference"]:
         print(f"join.py: the L2 flush differs (polar {flush['polar']}, reference {flush['reference']}): "
               "the x-reference numbers compare different timings", file=sys.stderr)
+    # every fraction (ours and the reference's) is of the limit that cuda_bench used: this GPU's measured copy
+    # bandwidth, or --hbm (the meta row says which)
+    meta = next((r for r in ours if r.get("bench") == "meta"), {})
+    limit = {kk: meta.get(kk) for kk in ("gpu", "hbm_bytes_per_s", "hbm_source", "copy_bytes_per_s_measured", "peak_flops")}
     misses, checked = [], 0
     for r in ours:
         k = key(r)
@@ -93,7 +97,7 @@ def main():
                 misses.append({"bench": "block", "attn_mlp_speedup": r["attn_mlp_speedup"], "block_speedup": r["block_speedup"]})
         print(json.dumps(out))
     print(json.dumps({"bench": "summary", "points_checked": checked, "targets_missed": len(misses),
-                      "reference_points": len(ref), "l2_flush": flush, "misses": misses}))
+                      "reference_points": len(ref), "l2_flush": flush, "limit": limit, "misses": misses}))
 
 
 if __name__ == "__main__":

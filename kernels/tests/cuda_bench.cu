@@ -4,12 +4,15 @@
 //
 // Per point: median of timed repetitions (CUDA events around the op, the L2 flushed before each one outside
 // the timed region, after warm-up; see flush_l2 for the two ways), bytes moved (each touched weight / KV byte and
-// each activation once), GB/s, and the fraction of the limit max(bytes / 3.0 TB/s, FLOPs / 790 TFLOP/s).
+// each activation once), GB/s, and the fraction of the limit max(bytes / HBM, FLOPs / 790 TFLOP/s), where HBM is
+// this GPU's device-to-device copy bandwidth measured at the start (bytes read + written per second; about
+// 3.0 TB/s on an H100 SXM, the number issue 7 states, and 4.3 TB/s on an H200) unless --hbm gives it.
 // Every configuration is checked (sampled outputs vs a CPU computation) before it is timed.
 //
-// usage: cuda_bench [--only mlp,attn,gqa,block] [--dtype f16|bf16] [--flush read|write] [--quick]
+// usage: cuda_bench [--only mlp,attn,gqa,block] [--dtype f16|bf16] [--flush read|write] [--hbm TB/s] [--quick]
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <functional>
 #include <set>
 #include <string>
@@ -18,7 +21,8 @@
 
 using namespace tu;
 
-static const double HBM = 3.0e12, PEAK = 790e12;
+static const double PEAK = 790e12;
+static double HBM = 0;  // bytes/s of the limit: measured (measure_copy_bw) unless --hbm names it
 static polar_dtype g_dt = POLAR_F16;
 static std::string g_gpu;
 static bool g_quick = false;
@@ -78,8 +82,8 @@ static std::vector<float> download16(const void* p, size_t n) {
 }
 
 // ---- timing --------------------------------------------------------------------------------------------
-// The L2 (50 MB on an H100) is flushed before every timed repetition by touching a 256 MB buffer, in one of
-// two ways:
+// The L2 (50 MB on an H100, 60 MB on an H200) is flushed before every timed repetition by touching a 256 MB
+// buffer, in one of two ways:
 //  - read (default): a kernel reads the buffer, so the L2 ends up full of clean lines of other data. This is
 //    the state a decode step leaves it in (the kernels before the MLP read weights and the KV cache and write
 //    little), and a timed kernel pays only for its own bytes.
@@ -142,6 +146,22 @@ static double time_ms(const std::function<void()>& fn) {
   cudaEventDestroy(w1);
   std::sort(t.begin(), t.end());
   return reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+}
+
+// The memory limit of this GPU: a 2 GiB device-to-device cudaMemcpy, counted as bytes read + written per
+// second, the same measure as the 3.0 TB/s that issue 7 names for the H100 (KINDS.md: 4.3 TB/s on an H200).
+// Far larger than any L2, so the flush around it does not matter. A kernel that only streams reads can beat it
+// by a few percent (reads need no write-back turnarounds), so fractions slightly over 1 are possible.
+static double measure_copy_bw() {
+  const size_t n = (size_t)2 << 30;
+  void *a = nullptr, *b = nullptr;
+  CK(cudaMalloc(&a, n));
+  CK(cudaMalloc(&b, n));
+  CK(cudaMemset(a, 1, n));
+  const double ms = time_ms([&] { CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice)); });
+  CK(cudaFree(a));
+  CK(cudaFree(b));
+  return 2.0 * n / (ms * 1e-3);
 }
 
 static std::string jnum(double v, int prec = 4) {
@@ -441,7 +461,7 @@ static void bench_sweep() {
                              {"auto-cl", au, 0, 1.0},   {"auto-nocl", au, 0, 1.0},
                              {"ws", wg, 0, 1.0, true},  {"ws-s1", wg, 1, 1.0, true},  // the warp-specialized kernel, forced
                              {"pair", au, 0, 1.0},      {"pair-pen0.25", au, 0, 0.25},  {"mma-8w", mm, 0, 1.0},
-                             {"mma-4w", mm, 0, 1.0}};
+                             {"mma-4w", mm, 0, 1.0},    {"plan-h100", au, 0, 1.0},    {"plan-h200", au, 0, 1.0}};
     for (int sp : {1, 2, 4, 8, 16}) {  // each path under forced split counts
       vars.push_back({"mma-s" + std::to_string(sp), mm, sp, 1.0});
       vars.push_back({"wgmma-s" + std::to_string(sp), wg, sp, 1.0, true});
@@ -455,6 +475,8 @@ static void bench_sweep() {
         t.wgmma_pair = v.name.rfind("pair", 0) == 0 ? 1 : 2;  // 2: the default (pairs at batch 65-128)
         t.nb256 = v.name.rfind("wg2", 0) == 0 ? 0 : v.name.rfind("wg4", 0) == 0 ? 1 : v.name.rfind("ws", 0) == 0 ? 3 : 2;
         t.cluster_reduce = v.name.find("-cl") != std::string::npos ? 1 : v.name.find("-nocl") != std::string::npos ? 0 : defaults.cluster_reduce;
+        // the per-GPU planner choices (PlanProfile in sel_gemm.cu), both on this GPU
+        t.plan_profile = v.name == "plan-h100" ? 1 : v.name == "plan-h200" ? 2 : defaults.plan_profile;
       });
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;
@@ -774,6 +796,15 @@ int main(int argc, char** argv) {
         return 2;
       }
       g_flush_write = f == "write";
+    } else if (a == "--hbm" && i + 1 < argc) {
+      const std::string h = argv[++i];
+      char* end = nullptr;
+      const double tbs = std::strtod(h.c_str(), &end);
+      if (h.empty() || *end || !(tbs > 0.1 && tbs < 100)) {
+        std::fprintf(stderr, "cuda_bench: --hbm takes the memory limit in TB/s (e.g. 3.0), not '%s'\n", h.c_str());
+        return 2;
+      }
+      HBM = tbs * 1e12;
     } else if (a == "--dtype" && i + 1 < argc) g_dt = std::string(argv[++i]) == "bf16" ? POLAR_BF16 : POLAR_F16;
     else if (a == "--only" && i + 1 < argc) {
       std::string s = argv[++i];
@@ -797,9 +828,14 @@ int main(int argc, char** argv) {
   g_flush = &flush;
   CK(cudaMemset(flush.p, 0, flush.bytes));  // written once, so the read flush reads initialized memory
   CK(cudaDeviceSynchronize());
-  std::printf("{\"bench\":\"meta\",\"gpu\":\"%s\",\"sm\":\"%d.%d\",\"sms\":%d,\"wgmma\":%d,\"dtype\":\"%s\",\"hbm_bytes_per_s\":%.3g,"
-              "\"peak_flops\":%.3g,\"l2_flush_bytes\":%zu,\"l2_flush\":\"%s\",\"cublaslt\":%d}\n",
-              g_gpu.c_str(), info.major, info.minor, info.sms, info.wgmma, dtname(g_dt), HBM, PEAK, flush.bytes,
+  const bool hbm_given = HBM > 0;
+  const double copy_bw = measure_copy_bw();
+  if (!hbm_given) HBM = copy_bw;
+  std::fprintf(stderr, "memory limit: %.3f TB/s (%s; device-to-device copy measured %.3f TB/s)\n", HBM / 1e12,
+               hbm_given ? "--hbm" : "measured", copy_bw / 1e12);
+  std::printf("{\"bench\":\"meta\",\"gpu\":\"%s\",\"sm\":\"%d.%d\",\"sms\":%d,\"wgmma\":%d,\"dtype\":\"%s\",\"hbm_bytes_per_s\":%.4g,\"hbm_source\":\"%s\","
+              "\"copy_bytes_per_s_measured\":%.4g,\"peak_flops\":%.3g,\"l2_flush_bytes\":%zu,\"l2_flush\":\"%s\",\"cublaslt\":%d}\n",
+              g_gpu.c_str(), info.major, info.minor, info.sms, info.wgmma, dtname(g_dt), HBM, hbm_given ? "--hbm" : "measured", copy_bw, PEAK, flush.bytes,
               g_flush_write ? "write" : "read", polar_cuda_cublaslt_available());
   auto want = [&](const char* s) { return only.empty() || only.count(s); };
   if (want("mlp")) bench_mlp();

@@ -34,7 +34,11 @@ function join_(polarRows: object[], refRows: object[]) {
 describe.skipIf(reason !== null)('bench/gpu/join.py', () => {
   it('computes the speedup, the reference fraction of our limit and the MLP targets per point', () => {
     const { rows, stderr } = join_(
-      [{ bench: 'meta', l2_flush: 'read' }, mlp(64, 0.1, 0.085), mlp(256, 0.2, 0.113)],
+      [
+        { bench: 'meta', l2_flush: 'read', gpu: 'NVIDIA H200', hbm_bytes_per_s: 4.3e12, hbm_source: 'measured' },
+        mlp(64, 0.1, 0.085),
+        mlp(256, 0.2, 0.113),
+      ],
       [
         { bench: 'ref_meta', l2_flush: 'read' },
         { bench: 'mlp', model: 'opt-66b', batch: 64, density: 0.25, ref_ms: 0.2 },  // ref at 42.5% of the limit
@@ -52,6 +56,8 @@ describe.skipIf(reason !== null)('bench/gpu/join.py', () => {
     expect(b256.targets_met).toBe(false);  // 56.5% of the limit and slower than the reference
     expect(summary).toMatchObject({ bench: 'summary', points_checked: 2, targets_missed: 1, reference_points: 2 });
     expect(summary.l2_flush).toEqual({ polar: 'read', reference: 'read' });
+    // the summary names the limit every fraction is of (the GPU's measured copy bandwidth here)
+    expect(summary.limit).toMatchObject({ gpu: 'NVIDIA H200', hbm_bytes_per_s: 4.3e12, hbm_source: 'measured' });
     expect(summary.misses[0]).toMatchObject({ batch: 256, density: 0.25 });
   });
 
