@@ -44,6 +44,9 @@ int dev_props(DevProps* out) {
     POLAR_CU(cudaDeviceGetAttribute(&p.minor, cudaDevAttrComputeCapabilityMinor, dev));
     POLAR_CU(cudaDeviceGetAttribute(&p.l2, cudaDevAttrL2CacheSize, dev));
     POLAR_CU(cudaDeviceGetAttribute(&p.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    cudaDeviceProp dp;
+    POLAR_CU(cudaGetDeviceProperties(&dp, dev));
+    p.h200 = std::strstr(dp.name, "H200") != nullptr;
     if (p.major < 8)
       return polar_set_error("CUDA device %d has compute capability %d.%d: the CUDA kernels need 8.0 or newer",
                              dev, p.major, p.minor);

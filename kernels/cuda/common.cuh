@@ -82,6 +82,7 @@ int with_dtype(polar_dtype dt, const char* who, Fn&& fn) {
 // ---- device properties (cached per device) --------------------------------------------------------
 struct DevProps {
   int device, sms, major, minor, l2, smem_optin;
+  bool h200;  // the device's name has "H200" in it (H200, GH200): selects the planner's H200 profile
 };
 int dev_props(DevProps* out);  // current device
 // CTAs per SM of kernel fn at (threads, dynamic shared memory bytes) on the current device, cached per

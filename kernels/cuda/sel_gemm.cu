@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "common.cuh"
 #include "sel_gemm.cuh"
@@ -294,7 +295,7 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_MMA_WARPS, POLAR_CUDA_WG_PAIR, POLAR_CUDA_NB256 (kernel shapes, see gemm_plan),
 // POLAR_CUDA_STORE_REDUCE (plain-store split-K reduction), POLAR_CUDA_NO_PDL (no programmatic dependent
 // launch), POLAR_CUDA_ROUTER_SPLITS (the head router's split-K count), POLAR_CUDA_CLUSTER_REDUCE=0 (split-K
-// always through the workspace).
+// always through the workspace), POLAR_CUDA_PLAN=h100|h200 (the per-GPU planner choices, see PlanProfile).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -325,6 +326,8 @@ polar_cuda_tuning& tune() {
     d.pdl = std::getenv("POLAR_CUDA_NO_PDL") == nullptr;
     d.router_splits = std::max(0, env_int("POLAR_CUDA_ROUTER_SPLITS", 0));
     d.cluster_reduce = env_int("POLAR_CUDA_CLUSTER_REDUCE", 1) ? 1 : 0;
+    const char* pp = std::getenv("POLAR_CUDA_PLAN");
+    d.plan_profile = pp && !std::strcmp(pp, "h100") ? 1 : pp && !std::strcmp(pp, "h200") ? 2 : 0;
     return d;
   }();
   return t;
@@ -344,11 +347,42 @@ const polar_cuda_tuning& tuning() { return tune(); }
 // With cluster split-K (read-flush sweep): fc1 at batch 256 takes wgmma from ~10 MB (opt-6.7b at 10%, 13.6 MB:
 // 0.025 ms vs 0.036 for mma.sync; at 5%, 7.3 MB, mma.sync 0.023 vs 0.024), fc2 keeps mma.sync up to 16 MB
 // (opt-6.7b at 10%: mma.sync with 2 clustered splits 0.029 vs wgmma 0.043).
-bool auto_wgmma(int amode, int M, double a_bytes) {
-  if (M > 64) return a_bytes > (amode == A_ROWS ? 10e6 : 16e6);  // small gathers: mma.sync (8 warps, nb = 64 x 4 tiles)
+//
+// PlanProfile: the choices that measured differently on the two GPUs this was tuned on. The H100's (80 GB HBM3,
+// 5120-bit bus, 3.35 TB/s) are the ones above. On an H200 (141 GB HBM3e, 6144-bit bus, 4.8 TB/s; read-flush
+// sweep of every batch-16/64/256 point, fifth session, docs/benchmarks.md):
+//  - mma.sync with 4 warps beat 8 at every nb = 64 point (OPT-66B batch 64 at 25%: fc1 0.0705 -> 0.0634 ms,
+//    fc2 0.0771 -> 0.0692; at 5% fc2 0.0253 -> 0.0236), where the H100 had 8 ahead by 2-5%;
+//  - fc2 at batch 17-64 keeps wgmma only up to 16 MB (OPT-6.7B batch 64 at 25%, 33.5 MB: mma.sync 0.0235 vs
+//    wgmma 0.0253; OPT-66B at 5%, 35 MB: 0.0236 vs 0.0284; at 10%, 13.6 MB, wgmma 0.0157 vs 0.0158);
+//  - fc2 at batch > 64 takes wgmma from 10 MB like fc1 (OPT-6.7B batch 256 at 10%: 0.0242 vs 0.0260);
+//  - fc1 at batch 33-64 from 250 MB takes the warp-specialized stream-K kernel (nb = 64, one CTA per SM):
+//    OPT-66B batch 64 at 50% 0.1315 -> 0.1011 ms, at 100% 0.2482 -> 0.1861; at 25% (170 MB) mma.sync stayed
+//    ahead (0.0634 vs 0.0677), and for fc2 the kernel was slower everywhere (0.1526 vs 0.1171 at 50%).
+// A GPU whose name has "H200" in it (H200, GH200) gets the H200's, any other the H100's (the one measured most).
+struct PlanProfile {
+  const char* name;
+  int mma_warps_nb64;     // mma.sync warps at batch tiles of 64
+  double fc2_wgmma_max;   // fc2 at batch 17-64: wgmma up to this many bytes of gathered weights
+  double wide_wgmma_min;  // fc2 at batch > 64: wgmma from this many bytes (fc1: 10 MB on both)
+  double fc1_ws_min;      // fc1 at batch 33-64: the warp-specialized stream-K kernel from this many bytes (0: never)
+};
+constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0};
+constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6};
+const PlanProfile& plan_profile(const DevProps& p, const polar_cuda_tuning& tu) {
+  if (tu.plan_profile == 1) return kPlanH100;
+  if (tu.plan_profile == 2) return kPlanH200;
+  return p.h200 ? kPlanH200 : kPlanH100;
+}
+
+bool fc1_ws_m64(int M, double a_bytes, const PlanProfile& pp) {
+  return M > 32 && M <= 64 && pp.fc1_ws_min > 0 && a_bytes >= pp.fc1_ws_min;
+}
+bool auto_wgmma(int amode, int M, double a_bytes, const PlanProfile& pp) {
+  if (M > 64) return a_bytes > (amode == A_ROWS ? 10e6 : pp.wide_wgmma_min);  // small gathers: mma.sync (nb = 64 x 4 tiles)
   if (M <= 8) return false;
-  if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6);
-  return M > 16 && a_bytes <= 40e6;
+  if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6) || fc1_ws_m64(M, a_bytes, pp);
+  return M > 16 && a_bytes <= pp.fc2_wgmma_max;
 }
 
 struct GemmPlan {
@@ -358,6 +392,7 @@ struct GemmPlan {
   int cluster;  // > 0: launched as clusters of (1, cluster, 1), the splits of a tile
   bool pdl;  // programmatic dependent launch (sm_90+)
   size_t cnt_bytes, bytes;
+  const char* profile;  // PlanProfile::name
 };
 
 int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, GemmPlan* pl, const char* who) {
@@ -367,12 +402,14 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   if (impl == POLAR_IMPL_WGMMA && !can_wg)
     return polar_set_error("%s: the wgmma path needs an sm_90 GPU and a build with sm_90a; device is %d.%d", who,
                            p.major, p.minor);
-  const bool wg = impl == POLAR_IMPL_WGMMA || (impl == POLAR_IMPL_AUTO && can_wg && auto_wgmma(amode, g.M, (double)g.F * g.K * 2));
+  const polar_cuda_tuning& tu = tune();
+  const PlanProfile& pp = plan_profile(p, tu);
+  const double a_bytes = (double)g.F * g.K * 2;
+  const bool wg = impl == POLAR_IMPL_WGMMA || (impl == POLAR_IMPL_AUTO && can_wg && auto_wgmma(amode, g.M, a_bytes, pp));
   // wgmma pair: batch tiles of nb = 128, two CTAs per SM (3 stages each), batch tiles interleaved. Default
   // (wgmma_pair = 2) at batch 65-128, where it replaced one 5-stage CTA per SM: opt-66b batch 128 at 50%,
   // fc1 0.209 -> 0.186 ms, fc2 0.215 -> 0.176 (H100 sweep). At batch 256 it was mixed (opt-6.7b at 25%
   // 8-14% faster, opt-66b at 100% 26% slower than the nb = 256 CTA), so batch > 128 keeps that one.
-  const polar_cuda_tuning& tu = tune();
   const bool pair = wg && g.M > 64 && (tu.wgmma_pair == 1 || (tu.wgmma_pair == 2 && g.M <= 128));
   const int nb = wg ? (g.M <= 64 ? 64 : (g.M <= 128 || pair) ? 128 : 256) : (g.M <= 8 ? 8 : g.M <= 16 ? 16 : g.M <= 32 ? 32 : 64);
   const int mma_stages = tu.mma_stages;
@@ -383,12 +420,15 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // POLAR_CUDA_NB256=3 (experiments): the warp-specialized kernel at every batch tile of the wgmma path. At
   // nb = 64 / 128 it measured no gain (H100 sweep: OPT-66B batch 64 at 50% 0.336 ms vs 0.304 for mma.sync;
   // batch 128 at 50% 0.372 vs 0.369 for the wgmma pair), so the default keeps it at nb = 256.
-  const bool ws = g.K > 0 && (tu.nb256 == 3 || (tu.nb256 == 2 && nb == 256 && (double)g.F * g.K * 2 >= 100e6));
+  // (PlanProfile: on the H200 also fc1 at batch 33-64 from 250 MB, chosen by auto only)
+  const bool ws = g.K > 0 && (tu.nb256 == 3 || (tu.nb256 == 2 && nb == 256 && a_bytes >= 100e6) ||
+                              (tu.nb256 == 2 && impl == POLAR_IMPL_AUTO && wg && amode == A_ROWS && fc1_ws_m64(g.M, a_bytes, pp)));
   const bool pair_k = pair && !ws;
   const int wg_shape = ws ? WG_WS : pair_k ? WG_PAIR : nb != 256 ? WG_TWO : tu.nb256 == 0 ? WG_TWO : WG_FOUR;
-  // mma.sync: 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64: 2-5%
-  // faster on the H100 at batch 64, up to 25% at batch 256); 4 warps below (8 were ~1% slower at batch 16)
-  const int mma_warps = tu.mma_warps > 0 ? tu.mma_warps : (nb >= 64 ? 8 : 4);
+  // mma.sync: on the H100 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64:
+  // 2-5% faster at batch 64, up to 25% at batch 256), 4 warps below (8 were ~1% slower at batch 16); on the H200
+  // 4 everywhere (PlanProfile)
+  const int mma_warps = tu.mma_warps > 0 ? tu.mma_warps : (nb >= 64 ? pp.mma_warps_nb64 : 4);
   // the kernel of a wgmma shape (the mma.sync ones by nb / warps) and how many of its CTAs fit on an SM
   auto pick = [&](int shape, KInfo* out, int* o) {
     if (with_dtype(dt, who, [&](auto t) {
@@ -452,6 +492,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
     pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
   }
   pl->pdl = p.major >= 9 && tu.pdl;
+  pl->profile = pp.name;
   pl->occ = occ;
   pl->tilesF = tilesF;
   pl->tilesM = tilesM;
@@ -562,12 +603,12 @@ int gemm_describe(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_re
   if (gemm_plan(dt, amode, g, impl, splits_req, &pl, who)) return -1;
   if (pl.sk_ctas) {
     const double steps = (double)pl.tilesF * pl.tilesM * g.nchunks / pl.sk_ctas;
-    std::snprintf(buf, n, "wgmma-ws nb=%d stages=%d stream-k ctas=%d tiles=%d steps/cta=%.1f ws=%zu", pl.k.nb, pl.k.stages,
-                  pl.sk_ctas, pl.tilesF * pl.tilesM, steps, pl.bytes);
+    std::snprintf(buf, n, "wgmma-ws nb=%d stages=%d stream-k ctas=%d tiles=%d steps/cta=%.1f ws=%zu plan=%s", pl.k.nb,
+                  pl.k.stages, pl.sk_ctas, pl.tilesF * pl.tilesM, steps, pl.bytes, pl.profile);
     return 0;
   }
-  std::snprintf(buf, n, "%s%s nb=%d stages=%d grid=%dx%dx%d chunks/cta=%d ctas/sm=%d ws=%zu reduce=%s", pl.k.wg ? "wgmma" : "mma", !pl.k.wg && pl.k.nt == 256 ? "-8w" : g.m_inner ? "-pair" : pl.k.nt == 512 ? "-4wg" : "",
-                pl.k.nb, pl.k.stages, pl.tilesF, pl.splits, pl.tilesM, g.cps, pl.occ, pl.bytes, g.cluster_reduce ? "cluster" : g.reduce_atomic ? "atomic" : "store");
+  std::snprintf(buf, n, "%s%s nb=%d stages=%d grid=%dx%dx%d chunks/cta=%d ctas/sm=%d ws=%zu reduce=%s plan=%s", pl.k.wg ? "wgmma" : "mma", !pl.k.wg && pl.k.nt == 256 ? "-8w" : g.m_inner ? "-pair" : pl.k.nt == 512 ? "-4wg" : "",
+                pl.k.nb, pl.k.stages, pl.tilesF, pl.splits, pl.tilesM, g.cps, pl.occ, pl.bytes, g.cluster_reduce ? "cluster" : g.reduce_atomic ? "atomic" : "store", pl.profile);
   return 0;
 }
 
@@ -674,4 +715,5 @@ extern "C" void polar_cuda_set_tuning(const polar_cuda_tuning* t) {
   if (t->pdl == 0 || t->pdl == 1) c.pdl = t->pdl;
   if (t->router_splits >= 0) c.router_splits = t->router_splits;
   if (t->cluster_reduce == 0 || t->cluster_reduce == 1) c.cluster_reduce = t->cluster_reduce;
+  if (t->plan_profile >= 0 && t->plan_profile <= 2) c.plan_profile = t->plan_profile;
 }

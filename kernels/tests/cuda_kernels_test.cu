@@ -571,6 +571,16 @@ int main(int argc, char** argv) {
     test_mlp(dt, {7, 256, 128, 128}, POLAR_IMPL_AUTO, 0, true, true, true, seed++);       // idx NULL (dense fc1/fc2)
     if (!g_quick) test_mlp(dt, {130, 4096, 8192, 1024}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);  // model-sized d
   }
+  // the planner's two per-GPU profiles (PlanProfile in sel_gemm.cu), each forced on this GPU over the grid; and
+  // fc1 at batch 33-64 with 262 MB of gathered weights, where the H200 profile takes the warp-specialized
+  // stream-K kernel at nb = 64 (the H100 profile mma.sync with 8 warps)
+  for (int prof : {1, 2}) {
+    set_tuning([prof](polar_cuda_tuning& t) { t.plan_profile = prof; });
+    for (polar_dtype dt : dts)
+      for (const MlpCase& c : mlp) test_mlp(dt, c, POLAR_IMPL_AUTO, 0, true, (seed & 1) == 0, false, seed++);
+    if (!g_quick) test_mlp(POLAR_F16, {40, 8192, 20000, 16000}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);
+  }
+  polar_cuda_set_tuning(&defaults);
 
   // attention grid
   std::vector<AttnCase> at = {{3, 8, 1, 200, 3, 0, false},   {2, 4, 4, 1030, 2, 0, false}, {3, 8, 8, 777, 5, 3, false},

@@ -170,12 +170,13 @@ int polar_cuda_sel_fc1_describe(const polar_cuda_sel_fc1_params* p, char* buf, s
 int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, size_t n);
 // Experimental tuning of the selective GEMMs and the head router, for benchmarks and tests (not thread-safe
 // against calls in flight). Initial values come from the environment (POLAR_CUDA_MMA_STAGES, _SPLIT_PENALTY,
-// _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE). polar_cuda_set_tuning changes each
-// field that is in its range and keeps the others (polar_cuda_tuning_unchanged() has every field out of range).
+// _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE, _PLAN = h100 | h200).
+// polar_cuda_set_tuning changes each field that is in its range and keeps the others (polar_cuda_tuning_unchanged() has every field out of range).
 typedef struct {
   int mma_stages;        // mma.sync pipeline depth: 3 (default) or 4
   double split_penalty;  // >= 0: scale of the split-K charge per split CTA (default 1)
-  int mma_warps;         // mma.sync warps per CTA: 0 by batch tile (default: 8 at nb = 64, else 4), 4 or 8
+  int mma_warps;         // mma.sync warps per CTA: 0 by batch tile and plan_profile (default: at nb = 64 8 on the
+                         // H100, 4 on the H200; else 4), 4 or 8
   int wgmma_pair;        // nb = 128 tiles, two CTAs per SM: 0 never, 1 at every batch > 64, 2 at 65-128 (default)
   int nb256;             // batch tiles of 256: 0 two warpgroups (m64n256), 1 four (m64n128), 2 by size (default:
                          // warp-specialized stream-K from 100 MB of gathered weights, else four), 3 the
@@ -186,9 +187,11 @@ typedef struct {
   int cluster_reduce;    // 1 (default): the mma.sync and lock-step wgmma kernels' 2-8 split-K partial tiles are
                          // summed over a thread-block cluster through distributed shared memory where the
                          // clusters fit at once; 0: always through the fp32 workspace
+  int plan_profile;      // the planner's measured per-GPU choices: 0 by the GPU (default: the H200's where the
+                         // device name has "H200" in it, else the H100's), 1 the H100's, 2 the H200's
 } polar_cuda_tuning;
 static inline polar_cuda_tuning polar_cuda_tuning_unchanged(void) {
-  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1};
+  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1};
   return t;
 }
 void polar_cuda_get_tuning(polar_cuda_tuning* t);
