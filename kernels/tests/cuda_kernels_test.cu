@@ -492,6 +492,23 @@ static void test_dense(polar_dtype dt, int m, int n, int k, int w_kn, bool bias,
   report(e.ok(), tag, e.k, e.bound());
 }
 
+// The planner's per-GPU profile by default: the H200's on a device whose name has "H200" in it, else the H100's
+// (every plan description names it). A first version keyed it on the memory bus width, which an H200 did not
+// report as its datasheet's 6144 bits, and planned with the H100's choices there unnoticed.
+static void test_default_plan_profile(const polar_cuda_device_info& info) {
+  DBuf any(256);  // describe() only plans: the pointers are checked, never read
+  polar_cuda_sel_fc1_params p{};
+  p.dtype = POLAR_F16; p.m = 64; p.d = 4096; p.k = 1024; p.ldx = 4096; p.ldw1 = 4096; p.ldh = 1024;
+  p.x = p.w1 = p.h = any.d;
+  p.act = POLAR_ACT_RELU;
+  char buf[256] = "";
+  const int rc = polar_cuda_sel_fc1_describe(&p, buf, sizeof buf);
+  const bool h200 = std::strstr(info.name, "H200") != nullptr;
+  const std::string want = h200 ? "plan=h200" : "plan=h100";
+  report(rc == 0 && std::string(buf).find(want) != std::string::npos,
+         "default planner profile on " + std::string(info.name) + " is " + want + " (" + buf + ")", rc, 0);
+}
+
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--quick") g_quick = true;
@@ -503,6 +520,7 @@ int main(int argc, char** argv) {
   g_wgmma = info.wgmma;
   std::printf("device: %s (sm_%d%d, %d SMs), wgmma path: %s, mode: %s\n", info.name, info.major, info.minor, info.sms,
               g_wgmma ? "yes" : "no", g_quick ? "quick" : "full");
+  test_default_plan_profile(info);
   uint64_t seed = 1;
   const polar_dtype dts[] = {POLAR_F16, POLAR_BF16};
   std::vector<int> impls = {POLAR_IMPL_MMA};
@@ -575,6 +593,7 @@ int main(int argc, char** argv) {
   // fc1 at batch 33-64 with 262 MB of gathered weights, where the H200 profile takes the warp-specialized
   // stream-K kernel at nb = 64 (the H100 profile mma.sync with 8 warps)
   for (int prof : {1, 2}) {
+    std::printf("# planner profile forced: %s\n", prof == 1 ? "h100" : "h200");
     set_tuning([prof](polar_cuda_tuning& t) { t.plan_profile = prof; });
     for (polar_dtype dt : dts)
       for (const MlpCase& c : mlp) test_mlp(dt, c, POLAR_IMPL_AUTO, 0, true, (seed & 1) == 0, false, seed++);

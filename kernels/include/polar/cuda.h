@@ -171,7 +171,8 @@ int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, s
 // Experimental tuning of the selective GEMMs and the head router, for benchmarks and tests (not thread-safe
 // against calls in flight). Initial values come from the environment (POLAR_CUDA_MMA_STAGES, _SPLIT_PENALTY,
 // _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE, _PLAN = h100 | h200).
-// polar_cuda_set_tuning changes each field that is in its range and keeps the others (polar_cuda_tuning_unchanged() has every field out of range).
+// polar_cuda_set_tuning changes each field that is in its range and keeps the others
+// (polar_cuda_tuning_unchanged() has every field out of range).
 typedef struct {
   int mma_stages;        // mma.sync pipeline depth: 3 (default) or 4
   double split_penalty;  // >= 0: scale of the split-K charge per split CTA (default 1)
