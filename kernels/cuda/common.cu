@@ -37,15 +37,15 @@ int dev_props(DevProps* out) {
   if (dev < 0 || dev >= 64) return polar_set_error("CUDA device %d: expected an ordinal below 64", dev);
   std::lock_guard<std::mutex> lk(g_mu);
   if (!g_have[dev]) {
+    cudaDeviceProp dp;  // one query (the name is not an attribute), cached below
+    POLAR_CU(cudaGetDeviceProperties(&dp, dev));
     DevProps p{};
     p.device = dev;
-    POLAR_CU(cudaDeviceGetAttribute(&p.sms, cudaDevAttrMultiProcessorCount, dev));
-    POLAR_CU(cudaDeviceGetAttribute(&p.major, cudaDevAttrComputeCapabilityMajor, dev));
-    POLAR_CU(cudaDeviceGetAttribute(&p.minor, cudaDevAttrComputeCapabilityMinor, dev));
-    POLAR_CU(cudaDeviceGetAttribute(&p.l2, cudaDevAttrL2CacheSize, dev));
-    POLAR_CU(cudaDeviceGetAttribute(&p.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    cudaDeviceProp dp;
-    POLAR_CU(cudaGetDeviceProperties(&dp, dev));
+    p.sms = dp.multiProcessorCount;
+    p.major = dp.major;
+    p.minor = dp.minor;
+    p.l2 = dp.l2CacheSize;
+    p.smem_optin = (int)dp.sharedMemPerBlockOptin;
     p.h200 = std::strstr(dp.name, "H200") != nullptr;
     if (p.major < 8)
       return polar_set_error("CUDA device %d has compute capability %d.%d: the CUDA kernels need 8.0 or newer",

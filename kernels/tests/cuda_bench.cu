@@ -828,14 +828,14 @@ int main(int argc, char** argv) {
   g_flush = &flush;
   CK(cudaMemset(flush.p, 0, flush.bytes));  // written once, so the read flush reads initialized memory
   CK(cudaDeviceSynchronize());
-  const bool hbm_given = HBM > 0;
+  const char* hbm_source = HBM > 0 ? "--hbm" : "measured";
   const double copy_bw = measure_copy_bw();
-  if (!hbm_given) HBM = copy_bw;
+  if (HBM <= 0) HBM = copy_bw;
   std::fprintf(stderr, "memory limit: %.3f TB/s (%s; device-to-device copy measured %.3f TB/s)\n", HBM / 1e12,
-               hbm_given ? "--hbm" : "measured", copy_bw / 1e12);
+               hbm_source, copy_bw / 1e12);
   std::printf("{\"bench\":\"meta\",\"gpu\":\"%s\",\"sm\":\"%d.%d\",\"sms\":%d,\"wgmma\":%d,\"dtype\":\"%s\",\"hbm_bytes_per_s\":%.4g,\"hbm_source\":\"%s\","
               "\"copy_bytes_per_s_measured\":%.4g,\"peak_flops\":%.3g,\"l2_flush_bytes\":%zu,\"l2_flush\":\"%s\",\"cublaslt\":%d}\n",
-              g_gpu.c_str(), info.major, info.minor, info.sms, info.wgmma, dtname(g_dt), HBM, hbm_given ? "--hbm" : "measured", copy_bw, PEAK, flush.bytes,
+              g_gpu.c_str(), info.major, info.minor, info.sms, info.wgmma, dtname(g_dt), HBM, hbm_source, copy_bw, PEAK, flush.bytes,
               g_flush_write ? "write" : "read", polar_cuda_cublaslt_available());
   auto want = [&](const char* s) { return only.empty() || only.count(s); };
   if (want("mlp")) bench_mlp();
