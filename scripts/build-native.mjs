@@ -10,7 +10,8 @@ import { createRequire } from 'node:module';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
-const buildDir = join(root, 'build');
+// POLAR_BUILD_DIR: another build folder (bench/gpu/pack-validate.sh builds a portable addon beside the install's)
+const buildDir = process.env.POLAR_BUILD_DIR ? resolve(root, process.env.POLAR_BUILD_DIR) : join(root, 'build');
 
 function fail(msg) {
   console.error(`polar: native build failed: ${msg}`);

@@ -14,11 +14,8 @@ artifact=${1:-checkpoints/small-opt/artifact}
 [ -f "$artifact/manifest.json" ] || { echo "pack-validate: no artifact at $artifact (run npx polar run first)" >&2; exit 2; }
 command -v nvcc >/dev/null || { echo "pack-validate: nvcc not found: the addon must be built with the CUDA backend" >&2; exit 2; }
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
-node_inc=$(dirname "$(dirname "$(command -v node)")")/include/node
-napi_inc=$(dirname "$(node -p "require.resolve('node-addon-api/package.json')")")
-cmake -S . -B build-gpuaddon -DCMAKE_BUILD_TYPE=Release -DNODE_INCLUDE_DIR="$node_inc" -DNAPI_INCLUDE_DIR="$napi_inc" \
-  -DPOLAR_CUDA=ON -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DPOLAR_MARCH=x86-64-v3 > /dev/null
-cmake --build build-gpuaddon -j"${POLAR_BUILD_JOBS:-2}" > /dev/null
+# the install's own build script, into another folder, for any AVX2 host rather than -march=native
+POLAR_BUILD_DIR=build-gpuaddon POLAR_CUDA=1 POLAR_MARCH=x86-64-v3 node scripts/build-native.mjs > /dev/null
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/v" .gpu/b
