@@ -1,4 +1,4 @@
-// Decode attention over a bshd KV cache: selective (kept KV groups per sequence) or dense.
+// Decode attention over a strided KV cache (bshd or head-major bhsd): selective (kept KV groups per sequence) or dense.
 //
 // One CTA per (split of the context, kept group j, sequence b); 4 warps. A group's query heads (1 for MHA,
 // q_heads/kv_heads for GQA, padded to the 16 rows of an m16n8k16 MMA) are processed together against a
@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "common.cuh"
+#include "sel_gemm.cuh"  // tuning()
 
 namespace polar_cuda {
 namespace {
@@ -57,6 +58,7 @@ __global__ void __launch_bounds__(AT_THREADS) attn_decode_kernel(const AttnArgs 
   const int split = blockIdx.x, j = blockIdx.y, b = blockIdx.z;
   const int hpg = a.hpg;
   T* out = static_cast<T*>(a.o);
+  griddep_wait_and_release();  // q, idx and the cache were written by earlier kernels
 
   // zero the query heads of the groups that sequence b does not keep
   if (a.idx != nullptr && j == 0 && split == 0) {
@@ -416,10 +418,14 @@ extern "C" int polar_cuda_attn_decode(const polar_cuda_attn_params* p) {
     a.lse_offset = pl.lse_offset;
   }
   dim3 grid(pl.splits, n_sel, p->batch);
+  DevProps dp;
+  if (dev_props(&dp)) return -1;
+  const bool pdl = tuning().pdl && dp.major >= 9;
   return with_dtype(p->dtype, "polar_cuda_attn_decode", [&](auto t) {
     using T = decltype(t);
-    attn_decode_kernel<T><<<grid, AT_THREADS, AT_SMEM, (cudaStream_t)p->stream>>>(a);
-    POLAR_CU_LAUNCH("attn_decode_kernel");
+    // sm_90: a programmatic dependent of the kernel before (the head router's select), so that the launch and
+    // the CTAs' set-up overlap its tail
+    POLAR_CU(launch_ex(pdl, false, attn_decode_kernel<T>, grid, AT_THREADS, AT_SMEM, (cudaStream_t)p->stream, a));
     return 0;
   });
 }

@@ -94,7 +94,53 @@ int kernel_occupancy(const void* fn, int threads, int smem, int* occ);
 int cluster_occupancy(const void* fn, int threads, int smem, int cluster, int* n);
 bool wgmma_usable();           // sm_90 device and the sm_90a kernels are in this binary
 
+// Launches fn(args...) on st; pdl: as a programmatic dependent of the previous kernel in the stream (fn must
+// call griddep_wait_and_release before it reads what earlier work wrote); coop: as a cooperative grid.
+template <typename... P, typename... A>
+cudaError_t launch_ex(bool pdl, bool coop, void (*fn)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                      A&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cudaLaunchAttribute at[2];
+  int na = 0;
+  if (pdl) {
+    at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[na++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (coop) {
+    at[na].id = cudaLaunchAttributeCooperative;
+    at[na++].val.cooperative = 1;
+  }
+  cfg.attrs = at;
+  cfg.numAttrs = na;
+  return cudaLaunchKernelEx(&cfg, fn, static_cast<P>(args)...);
+}
+
 // ---- PTX wrappers ------------------------------------------------------------------------------
+// Programmatic dependent launch (sm_90): a kernel may start while the previous one in the stream finishes.
+// griddepcontrol.wait returns once the previous grid completed and its writes are visible; every kernel
+// here lets its own dependents launch only after that wait, so a dependent that starts early may still
+// read what the kernel before this one wrote (fc2 reads the router's idx before waiting for fc1). Both are
+// no-ops where the kernel was not launched as a dependent (and below sm_90).
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+// (the first call by any thread of a CTA counts for the CTA; the dependents launch once every CTA has)
+__device__ __forceinline__ void griddep_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void griddep_wait_and_release() {
+  griddep_wait();
+  griddep_release();
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

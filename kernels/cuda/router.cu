@@ -11,6 +11,9 @@
 //  cannot run, by one CTA.
 //  - Head router: logits = x w^T + b (fp32), then one warp per token sums each KV group's scores (when the
 //    router scores query heads) and writes the token's top-k groups in ascending order.
+//  On sm_90 every kernel after the first GEMM/GEMV is launched as a programmatic dependent of the one before
+//  (its launch, and for the GEMVs the first weight loads, overlap the producer's tail), and each kernel zeroes
+//  the workspace it was the last to read, so that no closing memset separates the router from the next kernel.
 #include <algorithm>
 #include <cstdlib>
 
@@ -64,20 +67,30 @@ __device__ __forceinline__ unsigned block_excl_scan(unsigned v, unsigned* sh /*[
 
 // SM: the keys live in shared memory (n * 4 bytes, one coalesced pass over the scores); otherwise every
 // pass re-reads the scores from global memory (a single CTA is then latency-bound).
+// Workspace upkeep (every kernel of the router leaves zero what it was the last to read, instead of a closing
+// memset): zero[0..nzero) is zeroed, and with clear (SM only) so is each score once read.
 template <bool SM>
-__global__ void __launch_bounds__(TK_THREADS) topk_kernel(const float* __restrict__ score, int n, int k, int32_t* out) {
+__global__ void __launch_bounds__(TK_THREADS) topk_kernel(float* __restrict__ score, int n, int k, int32_t* out,
+                                                          float* zero, int nzero, int clear) {
   __shared__ unsigned hist[256];
   __shared__ unsigned scan_sh[33];
   __shared__ unsigned s_prefix, s_kk;
   extern __shared__ uint32_t skeys[];
   const int tid = threadIdx.x, lane = tid & 31;
-  if (k >= n) {
-    for (int i = tid; i < n; i += blockDim.x) out[i] = i;
+  griddep_wait_and_release();
+  for (int i = tid; i < nzero; i += blockDim.x) zero[i] = 0.f;
+  if (k >= n || k <= 0) {
+    for (int i = tid; i < n; i += blockDim.x) {
+      if (k > 0) out[i] = i;
+      if (clear) score[i] = 0.f;
+    }
     return;
   }
-  if (k <= 0) return;
   if (SM) {
-    for (int i = tid; i < n; i += blockDim.x) skeys[i] = order_key(score[i]);
+    for (int i = tid; i < n; i += blockDim.x) {
+      skeys[i] = order_key(score[i]);
+      if (clear) score[i] = 0.f;
+    }
     __syncthreads();
   }
   auto key = [&](int i) -> uint32_t { return SM ? skeys[i] : order_key(score[i]); };
@@ -157,13 +170,14 @@ __global__ void __launch_bounds__(TK_THREADS) topk_kernel(const float* __restric
 // (11, 11, 10 bits) build per-CTA shared-memory histograms that meet in a global one, every CTA then finds
 // the same digit from the global counts, and the compaction offsets come from the per-CTA counts. Grid-wide
 // barriers (cooperative launch) separate the phases. The state (histograms, counts) lives in the zero-filled
-// workspace; the router's closing memset zeroes it again.
+// workspace; the kernel zeroes it again once every CTA is done with it.
 constexpr int MT_THREADS = 256;
 constexpr int MT_KPT = 8;  // keys per thread held in registers
 constexpr int MT_BINS = 2048;
 struct MtState {
   unsigned hist[3][MT_BINS];
   unsigned gt[1024], eq[1024];  // per-CTA counts (grid <= 1024)
+  unsigned done;                // CTAs that have read gt / eq (the last one zeroes them)
 };
 
 // Inclusive scan from the top bin down: returns the digit where the running count reaches kk, and the
@@ -198,19 +212,24 @@ __device__ void mt_find_digit(const unsigned* __restrict__ gh, int nbins, unsign
   __syncthreads();
 }
 
-__global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __restrict__ score, int n, int k, int32_t* out,
-                                                                 MtState* st) {
+// zero / nzero / clear: as topk_kernel's; the state it used (st) is left zeroed too.
+__global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(float* __restrict__ score, int n, int k, int32_t* out,
+                                                                 MtState* st, float* zero, int nzero, int clear) {
   cg::grid_group grid = cg::this_grid();
   __shared__ unsigned sh[MT_BINS];
   __shared__ unsigned s_warp[33], s_out[2];
+  __shared__ bool s_last;
   const int tid = threadIdx.x, G = gridDim.x, c = blockIdx.x;
   const int per = (n + G - 1) / G;
   const int lo = min(n, c * per), hi = min(n, lo + per);
+  griddep_wait_and_release();
+  for (int i = c * MT_THREADS + tid; i < nzero; i += G * MT_THREADS) zero[i] = 0.f;
   uint32_t key[MT_KPT];
 #pragma unroll
   for (int j = 0; j < MT_KPT; ++j) {
-    const int i = lo + j * MT_THREADS + tid;
+    const int i = lo + tid * MT_KPT + j;
     key[j] = i < hi ? order_key(score[i]) : 0u;
+    if (clear && i < hi) score[i] = 0.f;  // each score is read once, by this thread
   }
   unsigned prefix = 0, mask = 0, kk = (unsigned)k;
   const int shifts[3] = {21, 10, 0}, bits[3] = {11, 11, 10};
@@ -221,7 +240,7 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __r
     // warp-aggregated: scores of similar size share their top digits (one atomic per distinct bin and warp)
 #pragma unroll
     for (int j = 0; j < MT_KPT; ++j) {
-      const int i = lo + j * MT_THREADS + tid;
+      const int i = lo + tid * MT_KPT + j;
       const unsigned bin = i < hi && (key[j] & mask) == prefix ? (key[j] >> shift) & (nb - 1) : 0xffffffffu;
       const unsigned peers = __match_any_sync(0xffffffffu, bin);
       if (bin != 0xffffffffu && (tid & 31) == __ffs(peers) - 1) atomicAdd(&sh[bin], (unsigned)__popc(peers));
@@ -237,10 +256,12 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __r
     kk -= above;
   }
   // prefix = key of the k-th largest; take every larger key and the kk lowest-index equal ones
+  // Each thread holds a contiguous run of its CTA's slice, so the output order is (CTA, thread, slot) and
+  // the compaction needs two block scans (equal keys, then taken keys), not two per register slot.
   unsigned ngt = 0, neq = 0;
 #pragma unroll
   for (int j = 0; j < MT_KPT; ++j) {
-    const int i = lo + j * MT_THREADS + tid;
+    const int i = lo + tid * MT_KPT + j;
     if (i < hi) {
       ngt += key[j] > prefix;
       neq += key[j] == prefix;
@@ -248,7 +269,7 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __r
   }
   unsigned cta_gt, cta_eq;
   block_excl_scan(ngt, s_warp, &cta_gt);
-  block_excl_scan(neq, s_warp, &cta_eq);
+  const unsigned eq_excl = block_excl_scan(neq, s_warp, &cta_eq);
   if (tid == 0) {
     st->gt[c] = cta_gt;
     st->eq[c] = cta_eq;
@@ -259,56 +280,82 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(const float* __r
     gt_before += __ldcg(st->gt + q);
     eq_before += __ldcg(st->eq + q);
   }
+  // every CTA is past the last histogram read (the barrier above): zero this CTA's share of them
+  for (int b = c * MT_THREADS + tid; b < 3 * MT_BINS; b += G * MT_THREADS) (&st->hist[0][0])[b] = 0u;
   unsigned tot;
   gt_before = block_excl_scan(gt_before, s_warp, &tot), gt_before = tot;
   eq_before = block_excl_scan(eq_before, s_warp, &tot), eq_before = tot;
-  unsigned eq_left = eq_before >= kk ? 0u : kk - eq_before;  // equal keys this CTA may still take
-  unsigned pos = gt_before + min(eq_before, kk);
-  // index order inside the slice is (j, tid): one scan per register slot
+  // (block_excl_scan's barriers: every thread's gt / eq reads are done) the last CTA to get here zeroes them
+  if (tid == 0) {
+    __threadfence();
+    s_last = atomicAdd(&st->done, 1u) == (unsigned)G - 1;
+  }
+  __syncthreads();
+  if (s_last) {
+    for (int q = tid; q < G; q += MT_THREADS) st->gt[q] = st->eq[q] = 0u;
+    if (tid == 0) st->done = 0u;
+  }
+  const unsigned eq_left = eq_before >= kk ? 0u : kk - eq_before;  // equal keys this CTA may still take
+  const unsigned take_eq = eq_excl >= eq_left ? 0u : min(neq, eq_left - eq_excl);  // ... and this thread
+  unsigned pos = gt_before + min(eq_before, kk) + block_excl_scan(ngt + take_eq, s_warp, &tot);
+  unsigned e = 0;
 #pragma unroll
   for (int j = 0; j < MT_KPT; ++j) {
-    const int i = lo + j * MT_THREADS + tid;
-    const bool gt = i < hi && key[j] > prefix, eq = i < hi && key[j] == prefix;
-    unsigned eq_tot;
-    const unsigned eq_rank = block_excl_scan(eq ? 1u : 0u, s_warp, &eq_tot);
-    const bool take = gt || (eq && eq_rank < eq_left);
-    unsigned take_tot;
-    const unsigned r = block_excl_scan(take ? 1u : 0u, s_warp, &take_tot);
-    if (take) out[pos + r] = i;
-    pos += take_tot;
-    eq_left -= min(eq_left, eq_tot);
+    const int i = lo + tid * MT_KPT + j;
+    if (i < hi) {
+      bool take = key[j] > prefix;
+      if (key[j] == prefix) take = e++ < take_eq;
+      if (take) out[pos++] = i;
+    }
   }
 }
 
-// Launches the multi-CTA select when n fits the cooperative grid's registers; returns 1 if it did not.
-int topk_multi(const float* score, int n, int k, int32_t* out, void* state, cudaStream_t st, const DevProps& dp) {
+// The multi-CTA select's grid for n scores, 0 where it does not apply (then one CTA selects).
+int topk_multi_grid(int n, int k, const DevProps& dp, int* G) {
+  *G = 0;
   // small n: one CTA is as fast and needs no cooperative launch (a small model's decode step is launch-bound)
-  if (k <= 0 || k >= n || n < 8192) return 1;
+  if (k <= 0 || k >= n || n < 8192) return 0;
   int occ = 0;
   if (kernel_occupancy((const void*)topk_multi_kernel, MT_THREADS, 0, &occ)) return -1;
-  if (occ < 1) return 1;
-  const int G = std::min(std::min(1024, occ * dp.sms), std::max(1, cdiv(n, MT_THREADS * MT_KPT / 2)));
-  if ((int64_t)G * MT_THREADS * MT_KPT < n) return 1;
-  MtState* s = static_cast<MtState*>(state);
-  void* args[] = {(void*)&score, (void*)&n, (void*)&k, (void*)&out, (void*)&s};
-  POLAR_CU(cudaLaunchCooperativeKernel((const void*)topk_multi_kernel, G, MT_THREADS, args, 0, st));
+  if (occ < 1) return 0;
+  const int g = std::min(std::min(1024, occ * dp.sms), std::max(1, cdiv(n, MT_THREADS * MT_KPT / 2)));
+  if ((int64_t)g * MT_THREADS * MT_KPT >= n) *G = g;
+  return 0;
+}
+
+// A cooperative grid as a programmatic dependent: tried once per process, plain cooperative if refused.
+int launch_topk_multi(bool pdl, int G, float* score, int n, int k, int32_t* out, MtState* s, float* zero, int nzero, int clear,
+                      cudaStream_t st) {
+  static bool coop_pdl_ok = true;
+  if (pdl && coop_pdl_ok) {
+    if (launch_ex(true, true, topk_multi_kernel, G, MT_THREADS, 0, st, score, n, k, out, s, zero, nzero, clear) == cudaSuccess)
+      return 0;
+    cudaGetLastError();  // a launch-configuration error is not sticky
+    coop_pdl_ok = false;
+  }
+  POLAR_CU(launch_ex(false, true, topk_multi_kernel, G, MT_THREADS, 0, st, score, n, k, out, s, zero, nzero, clear));
   return 0;
 }
 
 constexpr int HT_WARPS = 4;
 
-__global__ void __launch_bounds__(HT_WARPS * 32) head_topk_kernel(const float* __restrict__ logits, int64_t ld, int m,
+// clear: zero the logits once read (they are the router's workspace, which it leaves zeroed)
+__global__ void __launch_bounds__(HT_WARPS * 32) head_topk_kernel(float* __restrict__ logits, int64_t ld, int m,
                                                                   int kv, int per_group, int k, int32_t* out,
-                                                                  int64_t ld_idx) {
+                                                                  int64_t ld_idx, int clear) {
   extern __shared__ float hs[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int t = blockIdx.x * HT_WARPS + warp;
+  griddep_wait_and_release();
   if (t >= m) return;
   float* s = hs + warp * kv;
-  const float* row = logits + (int64_t)t * ld;
+  float* row = logits + (int64_t)t * ld;
   for (int g = lane; g < kv; g += 32) {
     float a = 0.f;
-    for (int u = 0; u < per_group; ++u) a += row[g * per_group + u];
+    for (int u = 0; u < per_group; ++u) {
+      a += row[g * per_group + u];
+      if (clear) row[g * per_group + u] = 0.f;
+    }
     s[g] = a;
   }
   __syncwarp();
@@ -337,6 +384,7 @@ constexpr int XS_ROWS = 8;  // tokens per CTA of the column sum (partial sums me
 // xs[i] += sum over this CTA's tokens of x[t, i]; 8 columns (16 bytes) per thread. xs starts zeroed.
 template <typename T>
 __global__ void __launch_bounds__(128) xsum_kernel(const T* __restrict__ x, int64_t ldx, int m, int d, float* xs) {
+  griddep_wait_and_release();
   const int c = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
   if (c >= d) return;
   const int t0 = blockIdx.y * XS_ROWS, t1 = min(m, t0 + XS_ROWS);
@@ -365,25 +413,36 @@ constexpr int GV_SEG = 32 * 8 * GV_UNROLL;   // K elements per warp task (one un
 // y[r] (+)= A[r, k-segment] . v[k-segment] (fp32): one warp per (row, segment) task; segments meet in fp32
 // atomics (y zeroed) when K > GV_SEG, else y[r] is stored. v is read through the read-only cache (every warp
 // of a CTA reads the same segment). K % 8 == 0.
+// The weights are constant, so each warp loads its first task's rows before waiting for the kernel that
+// writes v (programmatic launch), and the next task's rows before reducing the current one (two tasks in
+// flight per warp). zero[0..nzero): a vector the previous kernel read, zeroed once it completed.
 template <typename T>
 __global__ void __launch_bounds__(256) gemv_kernel(const T* __restrict__ A, int64_t lda, int rows, int K,
-                                                   const float* __restrict__ v, float* y) {
+                                                   const float* __restrict__ v, float* y, float* zero, int nzero) {
   const int lane = threadIdx.x & 31;
   const int nseg = (K + GV_SEG - 1) / GV_SEG;
   const int64_t tasks = (int64_t)rows * nseg;
   const int64_t nw = (int64_t)gridDim.x * (blockDim.x >> 5);
-  for (int64_t w = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); w < tasks; w += nw) {
-    // segment-major order: the warps of one CTA share a segment of v
+  // segment-major order: the warps of one CTA share a segment of v
+  auto load = [&](int64_t w, uint4* buf) {
     const int s = (int)(w % nseg);
-    const int r = (int)(w / nseg);
-    const T* a = A + (int64_t)r * lda;
+    const T* a = A + (w / nseg) * lda;
     const int k0 = s * GV_SEG + lane * 8;
-    uint4 buf[GV_UNROLL];
 #pragma unroll
     for (int u = 0; u < GV_UNROLL; ++u) {
       const int k = k0 + u * 256;
       buf[u] = k < K ? __ldg(reinterpret_cast<const uint4*>(a + k)) : make_uint4(0u, 0u, 0u, 0u);
     }
+  };
+  int64_t w = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  uint4 cur[GV_UNROLL];
+  if (w < tasks) load(w, cur);
+  griddep_wait_and_release();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < nzero; i += gridDim.x * blockDim.x) zero[i] = 0.f;
+  for (; w < tasks; w += nw) {
+    uint4 nxt[GV_UNROLL];
+    if (w + nw < tasks) load(w + nw, nxt);
+    const int k0 = (int)(w % nseg) * GV_SEG + lane * 8;
     float acc = 0.f;
 #pragma unroll
     for (int u = 0; u < GV_UNROLL; ++u) {
@@ -391,22 +450,26 @@ __global__ void __launch_bounds__(256) gemv_kernel(const T* __restrict__ A, int6
       if (k < K) {
         const float4 v0 = __ldg(reinterpret_cast<const float4*>(v + k));
         const float4 v1 = __ldg(reinterpret_cast<const float4*>(v + k + 4));
-        const float2 p0 = Dt<T>::unpack(buf[u].x), p1 = Dt<T>::unpack(buf[u].y);
-        const float2 p2 = Dt<T>::unpack(buf[u].z), p3 = Dt<T>::unpack(buf[u].w);
+        const float2 p0 = Dt<T>::unpack(cur[u].x), p1 = Dt<T>::unpack(cur[u].y);
+        const float2 p2 = Dt<T>::unpack(cur[u].z), p3 = Dt<T>::unpack(cur[u].w);
         acc += p0.x * v0.x + p0.y * v0.y + p1.x * v0.z + p1.y * v0.w + p2.x * v1.x + p2.y * v1.y + p3.x * v1.z + p3.y * v1.w;
       }
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
     if (lane == 0) {
+      const int r = (int)(w / nseg);
       if (nseg > 1) atomicAdd(y + r, acc);
       else y[r] = acc;
     }
+#pragma unroll
+    for (int u = 0; u < GV_UNROLL; ++u) cur[u] = nxt[u];
   }
 }
 
 template <typename T>
-int launch_gemv(const void* A, int64_t lda, int rows, int K, const float* v, float* y, cudaStream_t st, int sms) {
+int launch_gemv(bool pdl, const void* A, int64_t lda, int rows, int K, const float* v, float* y, float* zero, int nzero,
+                cudaStream_t st, int sms) {
   // the grid-stride loop assumes every CTA is resident: size the grid by the measured occupancy (a grid of
   // 8 CTAs per SM at 6 resident left a second, partial wave)
   int occ = 0;
@@ -414,8 +477,7 @@ int launch_gemv(const void* A, int64_t lda, int rows, int K, const float* v, flo
   occ = std::max(1, occ);
   const int64_t tasks = (int64_t)rows * ((K + GV_SEG - 1) / GV_SEG);
   const int grid = (int)std::max<int64_t>(1, std::min<int64_t>((tasks + 7) / 8, (int64_t)sms * occ));
-  gemv_kernel<T><<<grid, 256, 0, st>>>(static_cast<const T*>(A), lda, rows, K, v, y);
-  POLAR_CU_LAUNCH("gemv_kernel");
+  POLAR_CU(launch_ex(pdl, false, gemv_kernel<T>, grid, 256, 0, st, static_cast<const T*>(A), lda, rows, K, v, y, zero, nzero));
   return 0;
 }
 
@@ -516,19 +578,22 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
   float* scores = p->out_scores ? p->out_scores : reinterpret_cast<float*>(ws + L.s_off);
   DevProps dp;
   if (dev_props(&dp)) return -1;
+  // sm_90: each kernel is launched as a programmatic dependent of the one before (weights stream while the
+  // producer of their vector finishes), and the kernels zero what they were the last to read (no closing memset)
+  const bool pdl = tuning().pdl && dp.major >= 9;
   // POLAR_CUDA_ROUTER_GEMM=1: LOGIT scores through the per-token GEMM path too (comparisons, debugging)
   static const bool logit_gemm = std::getenv("POLAR_CUDA_ROUTER_GEMM") != nullptr;
-  if (p->score == POLAR_CUDA_SCORE_LOGIT && !logit_gemm) {
+  const bool gemv = p->score == POLAR_CUDA_SCORE_LOGIT && !logit_gemm;
+  float* hf = reinterpret_cast<float*>(ws + L.hf_off);
+  if (gemv) {
     float* xs = reinterpret_cast<float*>(ws + L.xs_off);  // zeroed (workspace contract)
-    float* hf = reinterpret_cast<float*>(ws + L.hf_off);
     if (p->rank > GV_SEG) POLAR_CU(cudaMemsetAsync(scores, 0, (size_t)p->ffn * 4, st));  // fc2 segments add
     if (with_dtype(p->dtype, "polar_cuda_mlp_router", [&](auto t) {
           using T = decltype(t);
-          xsum_kernel<T><<<dim3(cdiv(p->d, 8 * 128), cdiv(p->m, XS_ROWS)), 128, 0, st>>>(static_cast<const T*>(p->x), p->ldx,
-                                                                                       p->m, p->d, xs);
-          POLAR_CU_LAUNCH("xsum_kernel");
-          if (launch_gemv<T>(p->fc1, p->d, p->rank, p->d, xs, hf, st, dp.sms)) return -1;
-          return launch_gemv<T>(p->fc2, p->rank, p->ffn, p->rank, hf, scores, st, dp.sms);
+          POLAR_CU(launch_ex(pdl, false, xsum_kernel<T>, dim3(cdiv(p->d, 8 * 128), cdiv(p->m, XS_ROWS)), 128, 0, st,
+                             static_cast<const T*>(p->x), p->ldx, p->m, p->d, xs));
+          if (launch_gemv<T>(pdl, p->fc1, p->d, p->rank, p->d, xs, hf, nullptr, 0, st, dp.sms)) return -1;
+          return launch_gemv<T>(pdl, p->fc2, p->rank, p->ffn, p->rank, hf, scores, xs, p->d, st, dp.sms);  // zeroes xs
         }))
       return -1;
   } else {
@@ -539,21 +604,32 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
     g2.colsum = scores;
     if (gemm_run(p->dtype, A_ROWS, g2, POLAR_IMPL_AUTO, 0, st, ws + L.g2, L.h_off - L.g2, nullptr, "polar_cuda_mlp_router")) return -1;
   }
-  const int multi = topk_multi(scores, p->ffn, p->k, p->out_idx, ws + L.mt_off, st, dp);
-  if (multi < 0) return -1;
-  if (multi == 1) {  // one CTA, with the keys in shared memory when they fit
+  // the select zeroes hf (gemv path) and the internal scores as it reads them, where it keeps them in registers
+  // or shared memory
+  float* zero = gemv ? hf : nullptr;
+  const int nzero = gemv ? p->rank : 0;
+  int G = 0;
+  if (topk_multi_grid(p->ffn, p->k, dp, &G)) return -1;
+  bool scores_left = false;
+  if (G > 0) {
+    if (launch_topk_multi(pdl, G, scores, p->ffn, p->k, p->out_idx, reinterpret_cast<MtState*>(ws + L.mt_off), zero, nzero,
+                          !p->out_scores, st))
+      return -1;
+  } else {  // one CTA, with the keys in shared memory when they fit
     const int sm = p->ffn * 4;
     int occ = 0;
     if (kernel_occupancy((const void*)topk_kernel<true>, TK_THREADS, sm, &occ)) return -1;
-    if (occ >= 1)
-      topk_kernel<true><<<1, TK_THREADS, sm, st>>>(scores, p->ffn, p->k, p->out_idx);
-    else
-      topk_kernel<false><<<1, TK_THREADS, 0, st>>>(scores, p->ffn, p->k, p->out_idx);
+    if (occ >= 1) {
+      POLAR_CU(launch_ex(pdl, false, topk_kernel<true>, 1, TK_THREADS, sm, st, scores, p->ffn, p->k, p->out_idx, zero, nzero,
+                         (int)!p->out_scores));
+    } else {
+      POLAR_CU(launch_ex(pdl, false, topk_kernel<false>, 1, TK_THREADS, 0, st, scores, p->ffn, p->k, p->out_idx, zero, nzero, 0));
+      scores_left = !p->out_scores;
+    }
   }
-  POLAR_CU_LAUNCH(multi == 0 ? "topk_multi_kernel" : "topk_kernel");
   // leave the workspace zero-filled (what this path used of it), as every call does
-  const size_t z0 = p->score == POLAR_CUDA_SCORE_LOGIT && !logit_gemm ? L.xs_off : L.h_off;
-  POLAR_CU(cudaMemsetAsync(ws + z0, 0, L.total - z0, st));
+  if (!gemv) POLAR_CU(cudaMemsetAsync(ws + L.h_off, 0, L.total - L.h_off, st));
+  else if (scores_left) POLAR_CU(cudaMemsetAsync(scores, 0, (size_t)p->ffn * 4, st));
   return 0;
 }
 
@@ -585,11 +661,12 @@ extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
   }
   const int per_group = p->units / p->kv_heads;
   const size_t sm = (size_t)HT_WARPS * p->kv_heads * 4;
-  head_topk_kernel<<<cdiv(p->m, HT_WARPS), HT_WARPS * 32, sm, st>>>(logits, p->units, p->m, p->kv_heads, per_group, p->k,
-                                                                    p->out_idx, p->ld_idx);
-  POLAR_CU_LAUNCH("head_topk_kernel");
-  if (!p->out_logits)  // leave the workspace zero-filled, as every call does
-    POLAR_CU(cudaMemsetAsync(ws + gws, 0, total - gws, st));
+  DevProps dp;
+  if (dev_props(&dp)) return -1;
+  // a programmatic dependent of the GEMM (sm_90); it zeroes the internal logits as it reads them, so the
+  // workspace is left zero-filled, as every call does
+  POLAR_CU(launch_ex(tuning().pdl && dp.major >= 9, false, head_topk_kernel, cdiv(p->m, HT_WARPS), HT_WARPS * 32, sm, st, logits,
+                     (int64_t)p->units, p->m, p->kv_heads, per_group, p->k, p->out_idx, p->ld_idx, (int)!p->out_logits));
   return 0;
 }
 

@@ -148,17 +148,6 @@ struct Loader {
   }
 };
 
-// Programmatic dependent launch (sm_90): a kernel may start while the previous one in the stream finishes.
-// griddepcontrol.wait returns once the previous grid completed and its writes are visible; every kernel
-// here lets its own dependents launch only after that wait, so a dependent that starts early may still
-// read what the kernel before this one wrote (fc2 reads the router's idx before waiting for fc1).
-__device__ __forceinline__ void griddep_wait_and_release() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
 // Pipeline prologue: the first STAGES-1 stages. fc2 (A_COLS) streams its first weight tiles before waiting
 // for fc1 (its activations' producer); everything else waits first.
 // Each CTA walks its K chunks starting at its own offset (rot): when every CTA read the same activation

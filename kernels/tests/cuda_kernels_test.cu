@@ -335,8 +335,9 @@ static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int
   polar_cuda_mlp_router_params p{};
   p.dtype = dt; p.m = m; p.d = d; p.rank = rank; p.ffn = ffn; p.k = k;
   p.x = x.d; p.ldx = d; p.fc1 = f1.d; p.fc2 = f2.d; p.score = score;
-  p.out_idx = (int32_t*)didx.d; p.out_scores = (float*)dsc.d;
+  p.out_idx = (int32_t*)didx.d; p.out_scores = nullptr;  // the workspace of the second call below (scores inside)
   DBuf ws(polar_cuda_mlp_router_workspace(&p));
+  p.out_scores = (float*)dsc.d;
   p.workspace = ws.d;
   p.workspace_bytes = ws.bytes;
   PK(polar_cuda_mlp_router(&p));
@@ -396,6 +397,15 @@ static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int
     for (int i = 0; i < k; ++i) low &= sel[i] == i;
     report(low, std::string("topk ties take the lowest indices ") + tag, 0, 0);
   }
+  // again with the scores in the workspace (the kernels zero them as they read them), on the workspace the
+  // first call left: the same selection up to the fp32 summation order of the first call's scores
+  p.out_scores = nullptr;
+  CK(cudaMemset(didx.d, 0xff, didx.bytes));
+  PK(polar_cuda_mlp_router(&p));
+  CK(cudaDeviceSynchronize());
+  std::vector<int32_t> sel2(k);
+  if (k) CK(cudaMemcpy(sel2.data(), didx.d, k * 4, cudaMemcpyDeviceToHost));
+  report(topk_valid(scd, sel2, k, 1e-5 * (mx + 1.0)), std::string("topk, scores in the workspace ") + tag, 0, 0);
   std::vector<unsigned char> wb(ws.bytes);  // the workspace must come back zero-filled
   CK(cudaMemcpy(wb.data(), ws.d, wb.size(), cudaMemcpyDeviceToHost));
   size_t nz = 0;
@@ -449,6 +459,29 @@ static void test_head_router(polar_dtype dt, int m, int d, int hq, int hkv, bool
   const double tol = 1e-4 * (mx + 1.0);
   report(err <= tol, std::string("logits ") + tag, err, tol);
   report(topk_ok, std::string("topk ") + tag, 0, 0);
+  // again with the logits in the workspace (the select zeroes them as it reads them): a valid selection over the
+  // first call's logits, and the workspace back to zero
+  p.out_logits = nullptr;
+  DBuf ws2(polar_cuda_head_router_workspace(&p));
+  CK(cudaMemset(ws2.d, 0, ws2.bytes));
+  p.workspace = ws2.d;
+  p.workspace_bytes = ws2.bytes;
+  PK(polar_cuda_head_router(&p));
+  CK(cudaDeviceSynchronize());
+  CK(cudaMemcpy(sel.data(), didx.d, sel.size() * 4, cudaMemcpyDeviceToHost));
+  bool ok2 = true;
+  for (int t = 0; t < m; ++t) {
+    std::vector<double> gk(hkv, 0.0);
+    for (int u = 0; u < units; ++u) gk[u / per] += lg[(size_t)t * units + u];
+    std::vector<int32_t> st(sel.begin() + (size_t)t * ld, sel.begin() + (size_t)t * ld + k);
+    ok2 &= topk_valid(gk, st, k, 1e-4 * (mx + 1));
+  }
+  report(ok2, std::string("topk, logits in the workspace ") + tag, 0, 0);
+  std::vector<unsigned char> wb(ws2.bytes);
+  if (ws2.bytes) CK(cudaMemcpy(wb.data(), ws2.d, wb.size(), cudaMemcpyDeviceToHost));
+  size_t nz = 0;
+  for (unsigned char v : wb) nz += v != 0;
+  report(nz == 0, std::string("workspace-zeroed ") + tag, (double)nz, 0);
 }
 
 // ---- dense baseline (cuBLASLt) ---------------------------------------------------------------------
