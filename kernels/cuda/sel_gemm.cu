@@ -491,7 +491,12 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
     pl->cnt_bytes = align_up((size_t)pl->sk_ctas * 4, 256);
     pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
   }
-  pl->pdl = p.major >= 9 && tu.pdl;
+  // programmatic launch, except for fc2 right after an fc1 on the persistent stream-K kernel where fc2 runs
+  // on another kernel: fc2's CTAs then started as fc1's left the SMs and measured slower than a plain launch
+  // (H200, OPT-66B batch 64 at 50%: fc1 + fc2 0.2203 ms vs 0.2148, at 100% 0.4064 vs 0.4048; at every point
+  // without that pairing the programmatic launch was ahead, 4% in the geometric mean)
+  const bool after_ws_fc1 = amode == A_COLS && g.early_a && can_wg && fc1_ws_m64(g.M, a_bytes, pp) && !k.tma_b;
+  pl->pdl = p.major >= 9 && tu.pdl && !after_ws_fc1;
   pl->profile = pp.name;
   pl->occ = occ;
   pl->tilesF = tilesF;
