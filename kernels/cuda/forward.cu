@@ -219,8 +219,10 @@ __global__ void k_rope_store(T* q, const T* k, const T* v, int NH, int KV, int h
   T* qt = q + (int64_t)t * QD;
   const T* kt = k + (int64_t)t * KD;
   const T* vt = v + (int64_t)t * KD;
-  T* kd = kc + ((int64_t)tok_slot[t] * max_len + pos) * KD;
-  T* vd = vc + ((int64_t)tok_slot[t] * max_len + pos) * KD;
+  // head-major cache: a slot is [KV][max_len][hd], so position pos of head h is at h * hs + pos * hd
+  const int64_t hs = (int64_t)max_len * hd;
+  T* kd = kc + (int64_t)tok_slot[t] * max_len * KD + (int64_t)pos * hd;
+  T* vd = vc + (int64_t)tok_slot[t] * max_len * KD + (int64_t)pos * hd;
   const float* cs = cos_t + (int64_t)pos * half;
   const float* sn = sin_t + (int64_t)pos * half;
   if (rope) {
@@ -235,13 +237,13 @@ __global__ void k_rope_store(T* q, const T* k, const T* v, int NH, int KV, int h
       const int h = e / half, i = e % half;
       const T* r = kt + h * hd;
       const float a = Dt<T>::f(r[i]), b = Dt<T>::f(r[i + half]);
-      kd[h * hd + i] = Dt<T>::t(a * cs[i] - b * sn[i]);
-      kd[h * hd + i + half] = Dt<T>::t(b * cs[i] + a * sn[i]);
+      kd[h * hs + i] = Dt<T>::t(a * cs[i] - b * sn[i]);
+      kd[h * hs + i + half] = Dt<T>::t(b * cs[i] + a * sn[i]);
     }
   } else {
-    for (int e = threadIdx.x; e < KD; e += blockDim.x) kd[e] = kt[e];
+    for (int e = threadIdx.x; e < KD; e += blockDim.x) kd[e / hd * hs + e % hd] = kt[e];
   }
-  for (int e = threadIdx.x; e < KD; e += blockDim.x) vd[e] = vt[e];
+  for (int e = threadIdx.x; e < KD; e += blockDim.x) vd[e / hd * hs + e % hd] = vt[e];
 }
 
 // Exact causal attention of the T new tokens: one warp per (token, head); keys 0..pos_t of the token's slot.
@@ -269,8 +271,8 @@ __global__ void k_attn(const T* q, int T_, int NH, int KV, int hd, const int32_t
   for (int d = lane; d < hd; d += 32) qs[w][d] = Dt<T>::f(qt[d]) * scale;
   __syncwarp();
   const int n_keys = tok_pos[t] + 1;
-  const T* K = kc + (int64_t)tok_slot[t] * max_len * KD + (int64_t)g * hd;
-  const T* V = vc + (int64_t)tok_slot[t] * max_len * KD + (int64_t)g * hd;
+  const T* K = kc + (int64_t)tok_slot[t] * max_len * KD + (int64_t)g * max_len * hd;  // head-major slot
+  const T* V = vc + (int64_t)tok_slot[t] * max_len * KD + (int64_t)g * max_len * hd;
   const int nd = (hd + 31) / 32;
   float acc[kMaxHd / 32];
 #pragma unroll
@@ -280,7 +282,7 @@ __global__ void k_attn(const T* q, int T_, int NH, int KV, int hd, const int32_t
     const int key = k0 + lane;
     float s = -INFINITY;
     if (key < n_keys) {
-      const T* kr = K + (int64_t)key * KD;
+      const T* kr = K + (int64_t)key * hd;
       float a = 0.f;
       for (int d = 0; d < hd; d += 8) {
         const V8 u = *reinterpret_cast<const V8*>(kr + d);
@@ -306,7 +308,7 @@ __global__ void k_attn(const T* q, int T_, int NH, int KV, int hd, const int32_t
     const int nk = min(32, n_keys - k0);
     for (int j = 0; j < nk; j++) {
       const float pj = __shfl_sync(0xffffffffu, p, j);
-      const T* vr = V + (int64_t)(k0 + j) * KD;
+      const T* vr = V + (int64_t)(k0 + j) * hd;
 #pragma unroll
       for (int i = 0; i < kMaxHd / 32; i++) {
         const int d = lane + 32 * i;
@@ -665,7 +667,9 @@ struct polar_cuda_session {
   int max_seqs = 0, max_len = 0;
   std::vector<int> len;
   cudaStream_t stream = nullptr;
-  DevBuf kc, vc;       // [layers][slots][max_len][KV][hd]
+  // [layers][slots][KV][max_len][hd]: head-major, so that a kept head's keys and values are one contiguous
+  // stream (the selective attention reads 22 of 72 heads at OPT-66B; per position they were 256-byte pieces)
+  DevBuf kc, vc;
   DevBuf rope_cos, rope_sin;
   // per-call scratch
   DevBuf ints, x, xn, xh, q, k, v, att, y, act, gate, f32tmp, logits, hrows, hn, po, e, mask, head_idx, mlp_idx, ws, hnorm;
@@ -1009,8 +1013,8 @@ void forward_t(polar_cuda_session* s, const polar_forward_params* p) {
       a.k_cache = kc + (int64_t)p->slots[0] * slot_elems;
       a.v_cache = vc + (int64_t)p->slots[0] * slot_elems;
       a.k_batch_stride = a.v_batch_stride = slot_step * slot_elems;
-      a.k_seq_stride = a.v_seq_stride = KD;
-      a.k_head_stride = a.v_head_stride = hd;
+      a.k_seq_stride = a.v_seq_stride = hd;
+      a.k_head_stride = a.v_head_stride = (int64_t)s->max_len * hd;
       a.seqlens = d_len;
       a.idx = use_idx ? head_idx : nullptr;
       a.n_sel = use_idx ? head_k : 0;

@@ -10,6 +10,7 @@
 // Every configuration is checked (sampled outputs vs a CPU computation) before it is timed.
 //
 // usage: cuda_bench [--only mlp,attn,gqa,block] [--dtype f16|bf16] [--flush read|write] [--hbm TB/s] [--quick]
+//                   [--kv-layout bhsd|bshd] (the block's KV cache layout; default bhsd, the runtime's)
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -27,6 +28,9 @@ static polar_dtype g_dt = POLAR_F16;
 static std::string g_gpu;
 static bool g_quick = false;
 static bool g_sweep = false;
+// --kv-layout: the block's KV cache head-major ([B, H, S, D], the runtime session's; default) or [B, S, H, D] ("bshd",
+// the layout of the attention grid and of the reference kernels)
+static bool g_kv_bhsd = true;
 static std::string g_sweep_points;  // --sweep-points: the points of --sweep (default: a fixed list)
 // --mlp-point MODEL:BATCH:DENSITY runs only that selective-MLP point, once, untimed (for ncu/nsys)
 static std::string g_point;
@@ -671,12 +675,15 @@ static void bench_block() {
     p.dtype = g_dt; p.m = B; p.n = n; p.k = kk; p.x = xin; p.ldx = kk; p.w = w; p.ldw = kk; p.w_kn = 0; p.bias = b; p.act = act; p.y = out; p.ldy = n;
     PK(polar_cuda_dense_linear(&p));
   };
+  int attn_splits = 0;  // 0 = planned (--sweep times others)
   auto attn = [&](bool sparse) {
     polar_cuda_attn_params p{};
+    p.splits = attn_splits;
     p.dtype = g_dt; p.batch = B; p.q_heads = H; p.kv_heads = H; p.head_dim = D; p.max_seq = S;
     p.q = qkv.p; p.q_batch_stride = 3 * d; p.q_head_stride = D;  // q = the first d columns of the QKV output
-    p.k_cache = kc.p; p.k_batch_stride = (int64_t)S * H * D; p.k_seq_stride = (int64_t)H * D; p.k_head_stride = D;
-    p.v_cache = vc.p; p.v_batch_stride = p.k_batch_stride; p.v_seq_stride = p.k_seq_stride; p.v_head_stride = D;
+    p.k_cache = kc.p; p.k_batch_stride = (int64_t)S * H * D;
+    p.k_seq_stride = g_kv_bhsd ? D : (int64_t)H * D; p.k_head_stride = g_kv_bhsd ? (int64_t)S * D : D;
+    p.v_cache = vc.p; p.v_batch_stride = p.k_batch_stride; p.v_seq_stride = p.k_seq_stride; p.v_head_stride = p.k_head_stride;
     p.seqlens = (const int32_t*)lens.p; p.idx = sparse ? (const int32_t*)hidx.p : nullptr; p.n_sel = top; p.idx_stride = top;
     p.scale = 1.f / std::sqrt((float)D); p.out = ao.p; p.o_batch_stride = d; p.o_head_stride = D;
     p.workspace = ws.p; p.workspace_bytes = ws.bytes;
@@ -741,6 +748,13 @@ static void bench_block() {
                   jnum(time_ms(head_router)).c_str());
     }
     set_tuning([](polar_cuda_tuning& t) { t.router_splits = 0; });
+    for (int sp : {1, 2, 3, 4, 5, 6, 10}) {  // attention split-K, sparse and dense
+      attn_splits = sp;
+      const double ts = time_ms([&] { attn(true); }), td = time_ms([&] { attn(false); });
+      std::printf("{\"bench\":\"sweep_block_attn\",\"model\":\"opt-66b\",\"batch\":%d,\"seq\":%d,\"splits\":%d,\"sparse_ms\":%s,\"dense_ms\":%s}\n", B, S,
+                  sp, jnum(ts).c_str(), jnum(td).c_str());
+    }
+    attn_splits = 0;
     std::fflush(stdout);
   }
   const double sparse_core = time_ms([&] {
@@ -768,11 +782,11 @@ static void bench_block() {
     mlp_dense();
   });
   std::printf(
-      "{\"bench\":\"block\",\"model\":\"opt-66b\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"batch\":%d,\"seq\":%d,\"head_density\":%g,\"kept_heads\":%d,"
+      "{\"bench\":\"block\",\"model\":\"opt-66b\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"kv_layout\":\"%s\",\"batch\":%d,\"seq\":%d,\"head_density\":%g,\"kept_heads\":%d,"
       "\"mlp_density\":%g,\"k\":%d,\"router_rank\":%d,\"attn_mlp_sparse_ms\":%s,\"attn_mlp_dense_ms\":%s,\"attn_mlp_speedup\":%s,"
       "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
-      g_gpu.c_str(), dtname(g_dt), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
+      g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
       jnum(t_hr).c_str(), jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());
@@ -805,6 +819,13 @@ int main(int argc, char** argv) {
         return 2;
       }
       HBM = tbs * 1e12;
+    } else if (a == "--kv-layout" && i + 1 < argc) {
+      const std::string l = argv[++i];
+      if (l != "bshd" && l != "bhsd") {
+        std::fprintf(stderr, "cuda_bench: --kv-layout must be bshd or bhsd, not '%s'\n", l.c_str());
+        return 2;
+      }
+      g_kv_bhsd = l == "bhsd";
     } else if (a == "--dtype" && i + 1 < argc) g_dt = std::string(argv[++i]) == "bf16" ? POLAR_BF16 : POLAR_F16;
     else if (a == "--only" && i + 1 < argc) {
       std::string s = argv[++i];

@@ -13,8 +13,10 @@
 //  - Alignment: 16 bytes for every matrix base pointer, and leading dimensions that are multiples of 8.
 //
 // Shapes follow the Polar Sparsity paper (arXiv 2505.14884): fc1 is the up projection W1 [ffn, d]
-// (nn.Linear layout), W2t [ffn, d] the TRANSPOSED down projection (one contiguous row per neuron), the KV
-// cache is [batch, max_seq, kv_heads, head_dim] ("bshd").
+// (nn.Linear layout), W2t [ffn, d] the TRANSPOSED down projection (one contiguous row per neuron). The
+// attention takes any KV cache layout through strides: [batch, max_seq, kv_heads, head_dim] ("bshd", the
+// reference kernels' and the benchmark grid's) or head-major [batch, kv_heads, max_seq, head_dim] ("bhsd",
+// the runtime's session cache: a kept head's keys are one contiguous stream).
 #pragma once
 #include "polar/common.h"
 
@@ -77,7 +79,7 @@ typedef struct {
 size_t polar_cuda_sel_fc2_workspace(const polar_cuda_sel_fc2_params* p);
 int polar_cuda_sel_fc2(const polar_cuda_sel_fc2_params* p);
 
-// ---- decode attention over a bshd KV cache (selective or dense) -------------------------------------
+// ---- decode attention over a strided KV cache (selective or dense) ----------------------------------
 // For each sequence b and each kept KV group g = idx[b, j] (j < n_sel), every query head h of the group
 // (h = g * (q_heads / kv_heads) + r) gets  out[b, h] = softmax(scale * q[b, h] . K[b, :len_b, g]) V[b, :len_b, g].
 // Query heads of groups that are not kept get zeros. MHA is q_heads == kv_heads (a group is a head).
@@ -88,7 +90,7 @@ typedef struct {
   int batch, q_heads, kv_heads, head_dim;  // head_dim: 128; q_heads / kv_heads <= 16
   int max_seq;                             // capacity of the cache (positions)
   const void* q; int64_t q_batch_stride, q_head_stride;   // [batch, q_heads, head_dim]
-  const void* k_cache; int64_t k_batch_stride, k_seq_stride, k_head_stride;  // bshd: S*H*D, H*D, D
+  const void* k_cache; int64_t k_batch_stride, k_seq_stride, k_head_stride;  // bshd: S*H*D, H*D, D; bhsd: H*S*D, D, S*D
   const void* v_cache; int64_t v_batch_stride, v_seq_stride, v_head_stride;
   const int32_t* seqlens;                  // [batch] valid positions (clamped to max_seq), NULL = max_seq
   const int32_t* idx; int n_sel; int64_t idx_stride;  // [batch, n_sel] kept groups (row stride idx_stride)
