@@ -15,6 +15,7 @@
 //  (its launch, and for the GEMVs the first weight loads, overlap the producer's tail), and each kernel zeroes
 //  the workspace it was the last to read, so that no closing memset separates the router from the next kernel.
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 
 #include "common.cuh"
@@ -323,15 +324,23 @@ int topk_multi_grid(int n, int k, const DevProps& dp, int* G) {
   return 0;
 }
 
-// A cooperative grid as a programmatic dependent: tried once per process, plain cooperative if refused.
+// A cooperative grid as a programmatic dependent: tried once per process, plain cooperative if refused (the
+// choice is reported by polar_cuda_topk_launch_mode).
+char g_topk_mode[160] = "none yet";
 int launch_topk_multi(bool pdl, int G, float* score, int n, int k, int32_t* out, MtState* s, float* zero, int nzero, int clear,
                       cudaStream_t st) {
   static bool coop_pdl_ok = true;
   if (pdl && coop_pdl_ok) {
-    if (launch_ex(true, true, topk_multi_kernel, G, MT_THREADS, 0, st, score, n, k, out, s, zero, nzero, clear) == cudaSuccess)
+    const cudaError_t e = launch_ex(true, true, topk_multi_kernel, G, MT_THREADS, 0, st, score, n, k, out, s, zero, nzero, clear);
+    if (e == cudaSuccess) {
+      std::snprintf(g_topk_mode, sizeof g_topk_mode, "programmatic");
       return 0;
+    }
     cudaGetLastError();  // a launch-configuration error is not sticky
     coop_pdl_ok = false;
+    std::snprintf(g_topk_mode, sizeof g_topk_mode, "plain: %s", cudaGetErrorString(e));
+  } else if (!pdl) {
+    std::snprintf(g_topk_mode, sizeof g_topk_mode, "plain: programmatic launch off (tuning pdl = 0, or below sm_90)");
   }
   POLAR_CU(launch_ex(false, true, topk_multi_kernel, G, MT_THREADS, 0, st, score, n, k, out, s, zero, nzero, clear));
   return 0;
@@ -558,6 +567,8 @@ int head_router_args(const polar_cuda_head_router_params* p, GemmArgs* g) {
 }  // namespace polar_cuda
 
 using namespace polar_cuda;
+
+extern "C" const char* polar_cuda_topk_launch_mode(void) { return g_topk_mode; }
 
 extern "C" size_t polar_cuda_mlp_router_workspace(const polar_cuda_mlp_router_params* p) {
   GemmArgs g1, g2;

@@ -782,11 +782,11 @@ static void bench_block() {
     mlp_dense();
   });
   std::printf(
-      "{\"bench\":\"block\",\"model\":\"opt-66b\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"kv_layout\":\"%s\",\"batch\":%d,\"seq\":%d,\"head_density\":%g,\"kept_heads\":%d,"
+      "{\"bench\":\"block\",\"model\":\"opt-66b\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"kv_layout\":\"%s\",\"topk_launch\":\"%s\",\"batch\":%d,\"seq\":%d,\"head_density\":%g,\"kept_heads\":%d,"
       "\"mlp_density\":%g,\"k\":%d,\"router_rank\":%d,\"attn_mlp_sparse_ms\":%s,\"attn_mlp_dense_ms\":%s,\"attn_mlp_speedup\":%s,"
       "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
-      g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
+      g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", polar_cuda_topk_launch_mode(), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
       jnum(t_hr).c_str(), jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());

@@ -650,6 +650,7 @@ int main(int argc, char** argv) {
     test_mlp_router(dt, 5, 256, 64, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // multi-CTA select (36 CTAs)
     test_mlp_router(dt, 3, 128, 32, 20000, 777, POLAR_CUDA_SCORE_LOGIT, seed++, true);  // all ties, multi-CTA
     test_mlp_router(dt, 3, 128, 32, 300, 7, POLAR_CUDA_SCORE_SIGMOID, seed++, true);     // all ties, one CTA
+    std::printf("# multi-CTA top-k launch: %s\n", polar_cuda_topk_launch_mode());
     if (!g_quick) {
       test_mlp_router(dt, 64, 512, 128, 4096, 2048, POLAR_CUDA_SCORE_LOGIT, seed++);
       test_mlp_router(dt, 100, 256, 64, 3000, 3000, POLAR_CUDA_SCORE_SIGMOID, seed++);

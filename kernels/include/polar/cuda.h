@@ -124,6 +124,10 @@ typedef struct {
 } polar_cuda_mlp_router_params;
 size_t polar_cuda_mlp_router_workspace(const polar_cuda_mlp_router_params* p);
 int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p);
+// How this process launches the multi-CTA top-k (sm_90): "programmatic" (a cooperative grid that is also a
+// programmatic dependent of the kernel before it), "plain: <why>" (the driver refused that pair, named by its
+// CUDA error, and plain cooperative launches since; or programmatic launch is off), or "none yet".
+const char* polar_cuda_topk_launch_mode(void);
 
 // Head router: logits[t, u] = x[t] . w[u] + b[u], u < units; units == kv_heads (one score per group) or
 // units == q_heads (a group scores the sum of its heads). Per token: the k groups of largest score,
