@@ -11,9 +11,9 @@
 //  cannot run, by one CTA.
 //  - Head router: logits = x w^T + b (fp32), then one warp per token sums each KV group's scores (when the
 //    router scores query heads) and writes the token's top-k groups in ascending order.
-//  On sm_90 every kernel after the first GEMM/GEMV is launched as a programmatic dependent of the one before
-//  (its launch, and for the GEMVs the first weight loads, overlap the producer's tail), and each kernel zeroes
-//  the workspace it was the last to read, so that no closing memset separates the router from the next kernel.
+//  On sm_90 the routers' kernels are launched as programmatic dependents of the kernel before them (the
+//  launch, and for the GEMVs the first weight loads, overlap that kernel's tail), and each kernel zeroes the
+//  workspace it was the last to read, so that no closing memset separates the router from the next kernel.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>

@@ -24,8 +24,9 @@ namespace {
 // the tile's first CTA waited on flags for the others' plain-stored partials measured slower (H100 sweep at
 // batch 256: OPT-66B at 50% 0.457 -> 0.698 ms), so it was not kept.
 // K steps before its end at which a CTA lets the next kernel launch (programmatic dependent launch): about
-// 5 us at ~0.65 us per step (OPT-66B fc1 at batch 64 on an H200), the time fc2's CTAs need to launch and
-// start their first weight copies.
+// 5 us at ~0.65 us per step (OPT-66B fc1 at batch 64 on an H200), a guess at what a dependent needs to launch
+// and start its first copies; not tuned (the MLP grid measured the same as with the release at the start,
+// except batch 64 / 50%, which gemm_plan's plain fc2 launch decided).
 constexpr int64_t WS_RELEASE_STEPS = 8;
 __device__ __forceinline__ int sk_cta_of(int64_t step, int64_t total, int G) { return (int)(((step + 1) * G - 1) / total); }
 
@@ -117,9 +118,9 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
 #pragma unroll
       for (int j = 0; j < NB / 2; ++j) acc[j] = 0.f;
       for (int i = 0; i < q.nloc; ++i) {
-        // the dependents (fc2 after fc1) launch only near the end: started at the beginning, fc2's CTAs sat
-        // next to this persistent grid and streamed their first weights against it (H200, OPT-66B batch 64
-        // at 50%: fc1 + fc2 0.2234 -> 0.2196 ms without programmatic launch)
+        // the dependents may launch only near the end: a dependent that starts earlier only waits, next to a
+        // grid that streams until its last step. (This alone did not win back what fc2 on mma.sync lost to an
+        // early launch after this kernel, H200 OPT-66B batch 64 at 50%; gemm_plan launches that fc2 plainly.)
         if (s_end - (step + i) <= WS_RELEASE_STEPS) griddep_release();
         const int r = ring + i, s = r % ST;
         mbar_wait(full + 8 * s, (r / ST) & 1);
