@@ -11,7 +11,7 @@
 #include <cmath>
 
 #include "common.cuh"
-#include "sel_gemm.cuh"  // tuning()
+#include "sel_gemm.cuh"  // pdl_on()
 
 namespace polar_cuda {
 namespace {
@@ -303,6 +303,7 @@ __global__ void __launch_bounds__(AT_THREADS) attn_decode_kernel(const AttnArgs 
 
 struct AttnPlan {
   int splits, tps;
+  bool pdl;  // launched as a programmatic dependent of the kernel before (the head router's select)
   size_t ws_bytes, cnt_bytes;
   int64_t lse_offset;
 };
@@ -315,6 +316,7 @@ int plan_attn(const polar_cuda_attn_params* p, AttnPlan* pl, int* occ_out) {
   if (kernel_occupancy(fn, AT_THREADS, AT_SMEM, &occ)) return -1;
   if (occ < 1) return polar_set_error("polar_cuda_attn_decode: the kernel does not fit on this GPU (%d B shared memory)", AT_SMEM);
   *occ_out = occ;
+  pl->pdl = pdl_on(dp);
   const int n_sel = p->idx ? p->n_sel : p->kv_heads;
   const int items = p->batch * n_sel;
   const int tiles = std::max(1, cdiv(p->max_seq, AT_TILE));
@@ -418,14 +420,10 @@ extern "C" int polar_cuda_attn_decode(const polar_cuda_attn_params* p) {
     a.lse_offset = pl.lse_offset;
   }
   dim3 grid(pl.splits, n_sel, p->batch);
-  DevProps dp;
-  if (dev_props(&dp)) return -1;
-  const bool pdl = tuning().pdl && dp.major >= 9;
   return with_dtype(p->dtype, "polar_cuda_attn_decode", [&](auto t) {
     using T = decltype(t);
-    // sm_90: a programmatic dependent of the kernel before (the head router's select), so that the launch and
-    // the CTAs' set-up overlap its tail
-    POLAR_CU(launch_ex(pdl, false, attn_decode_kernel<T>, grid, AT_THREADS, AT_SMEM, (cudaStream_t)p->stream, a));
+    // sm_90: a programmatic dependent, so that the launch and the CTAs' set-up overlap the previous kernel's tail
+    POLAR_CU(launch_ex(pl.pdl, false, attn_decode_kernel<T>, grid, AT_THREADS, AT_SMEM, (cudaStream_t)p->stream, a));
     return 0;
   });
 }

@@ -94,17 +94,10 @@ int kernel_occupancy(const void* fn, int threads, int smem, int* occ);
 int cluster_occupancy(const void* fn, int threads, int smem, int cluster, int* n);
 bool wgmma_usable();           // sm_90 device and the sm_90a kernels are in this binary
 
-// Launches fn(args...) on st; pdl: as a programmatic dependent of the previous kernel in the stream (fn must
-// call griddep_wait_and_release before it reads what earlier work wrote); coop: as a cooperative grid.
-template <typename... P, typename... A>
-cudaError_t launch_ex(bool pdl, bool coop, void (*fn)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-                      A&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = st;
-  cudaLaunchAttribute at[2];
+// Launch attributes: pdl, as a programmatic dependent of the previous kernel in the stream (the kernel must call
+// griddep_wait before it reads what earlier work wrote); coop, a cooperative grid; cluster_y > 0, thread-block
+// clusters of (1, cluster_y, 1). Writes at most 3 into at; returns how many.
+inline int launch_attrs(cudaLaunchAttribute* at, bool pdl, bool coop, int cluster_y) {
   int na = 0;
   if (pdl) {
     at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -114,8 +107,27 @@ cudaError_t launch_ex(bool pdl, bool coop, void (*fn)(P...), dim3 grid, dim3 blo
     at[na].id = cudaLaunchAttributeCooperative;
     at[na++].val.cooperative = 1;
   }
+  if (cluster_y > 0) {
+    at[na].id = cudaLaunchAttributeClusterDimension;
+    at[na].val.clusterDim.x = 1;
+    at[na].val.clusterDim.y = cluster_y;
+    at[na++].val.clusterDim.z = 1;
+  }
+  return na;
+}
+
+// Launches fn(args...) on st with launch_attrs' pdl and coop.
+template <typename... P, typename... A>
+cudaError_t launch_ex(bool pdl, bool coop, void (*fn)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                      A&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cudaLaunchAttribute at[3];
   cfg.attrs = at;
-  cfg.numAttrs = na;
+  cfg.numAttrs = launch_attrs(at, pdl, coop, 0);
   return cudaLaunchKernelEx(&cfg, fn, static_cast<P>(args)...);
 }
 

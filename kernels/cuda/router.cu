@@ -591,7 +591,7 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
   if (dev_props(&dp)) return -1;
   // sm_90: each kernel is launched as a programmatic dependent of the one before (weights stream while the
   // producer of their vector finishes), and the kernels zero what they were the last to read (no closing memset)
-  const bool pdl = tuning().pdl && dp.major >= 9;
+  const bool pdl = pdl_on(dp);
   // POLAR_CUDA_ROUTER_GEMM=1: LOGIT scores through the per-token GEMM path too (comparisons, debugging)
   static const bool logit_gemm = std::getenv("POLAR_CUDA_ROUTER_GEMM") != nullptr;
   const bool gemv = p->score == POLAR_CUDA_SCORE_LOGIT && !logit_gemm;
@@ -676,7 +676,7 @@ extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
   if (dev_props(&dp)) return -1;
   // a programmatic dependent of the GEMM (sm_90); it zeroes the internal logits as it reads them, so the
   // workspace is left zero-filled, as every call does
-  POLAR_CU(launch_ex(tuning().pdl && dp.major >= 9, false, head_topk_kernel, cdiv(p->m, HT_WARPS), HT_WARPS * 32, sm, st, logits,
+  POLAR_CU(launch_ex(pdl_on(dp), false, head_topk_kernel, cdiv(p->m, HT_WARPS), HT_WARPS * 32, sm, st, logits,
                      (int64_t)p->units, p->m, p->kv_heads, per_group, p->k, p->out_idx, p->ld_idx, (int)!p->out_logits));
   return 0;
 }

@@ -496,7 +496,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // (H200, OPT-66B batch 64 at 50%: fc1 + fc2 0.2203 ms vs 0.2148, at 100% 0.4064 vs 0.4048; at every point
   // without that pairing the programmatic launch was ahead, 4% in the geometric mean)
   const bool after_ws_fc1 = amode == A_COLS && g.early_a && can_wg && fc1_ws_m64(g.M, a_bytes, pp) && !k.tma_b;
-  pl->pdl = p.major >= 9 && tu.pdl && !after_ws_fc1;
+  pl->pdl = pdl_on(p) && !after_ws_fc1;
   pl->profile = pp.name;
   pl->occ = occ;
   pl->tilesF = tilesF;
@@ -585,20 +585,9 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
   cfg.blockDim = dim3(pl.k.nt);
   cfg.dynamicSmemBytes = (size_t)pl.k.smem;
   cfg.stream = st;
-  cudaLaunchAttribute at[2];
-  int na = 0;
-  if (pl.pdl) {
-    at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[na++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (pl.cluster) {
-    at[na].id = cudaLaunchAttributeClusterDimension;
-    at[na].val.clusterDim.x = 1;
-    at[na].val.clusterDim.y = pl.cluster;
-    at[na++].val.clusterDim.z = 1;
-  }
+  cudaLaunchAttribute at[3];
   cfg.attrs = at;
-  cfg.numAttrs = na;
+  cfg.numAttrs = launch_attrs(at, pl.pdl, false, pl.cluster);
   POLAR_CU(cudaLaunchKernelExC(&cfg, pl.k.fn, args));
   return 0;
 }

@@ -35,6 +35,8 @@ struct GemmArgs {
 
 // The experimental tuning knobs (polar_cuda_set_tuning; from the environment until set).
 const polar_cuda_tuning& tuning();
+// Programmatic dependent launches: on sm_90+, unless the tuning turned them off (POLAR_CUDA_NO_PDL).
+inline bool pdl_on(const DevProps& dp) { return tuning().pdl && dp.major >= 9; }
 
 // Plans and launches. need != NULL: only computes the workspace bytes into *need.
 int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits, cudaStream_t st, void* ws, size_t ws_bytes,

@@ -26,6 +26,16 @@ static void report(bool ok, const std::string& what, double err, double bound) {
   std::fflush(stdout);
 }
 
+// Every call leaves its workspace zero-filled (the API's contract): count the nonzero bytes (none when it has none).
+static void report_ws_zeroed(const DBuf& ws, const std::string& tag) {
+  if (!ws.bytes) return;
+  std::vector<unsigned char> wb(ws.bytes);
+  CK(cudaMemcpy(wb.data(), ws.d, wb.size(), cudaMemcpyDeviceToHost));
+  size_t nz = 0;
+  for (unsigned char v : wb) nz += v != 0;
+  report(nz == 0, "workspace-zeroed " + tag, (double)nz, 0);
+}
+
 struct ErrStat {
   double k = 0, n = 0, refmax = 0;
   bool nan = false;
@@ -175,14 +185,7 @@ static void test_mlp(polar_dtype dt, const MlpCase& c, int impl, int splits, boo
   for (size_t i = 0; i < r3.size(); ++i) e3.add(y2k[i], n3[i], r3[i]);
   report(e3.ok(), std::string("fc2+acc ") + tag, e3.k, e3.bound());
 
-  // the workspace must come back zero-filled (counters and partial tiles)
-  if (ws.bytes) {
-    std::vector<unsigned char> wb(ws.bytes);
-    CK(cudaMemcpy(wb.data(), ws.d, ws.bytes, cudaMemcpyDeviceToHost));
-    size_t nz = 0;
-    for (unsigned char v : wb) nz += v != 0;
-    report(nz == 0, std::string("workspace-zeroed ") + tag, (double)nz, 0.0);
-  }
+  report_ws_zeroed(ws, tag);  // counters and partial tiles
 }
 
 // ---- attention --------------------------------------------------------------------------------------
@@ -298,13 +301,7 @@ static void test_attn(polar_dtype dt, const AttnCase& c, uint64_t seed) {
                 c.dense ? "dense" : "selective");
   report(e.ok(), tag, e.k, e.bound());
   report(zeros_ok, std::string("zeros ") + tag, zeros_ok ? 0 : 1, 0);
-  if (ws.bytes) {  // the whole workspace must come back zero-filled
-    std::vector<unsigned char> wb(ws.bytes);
-    CK(cudaMemcpy(wb.data(), ws.d, wb.size(), cudaMemcpyDeviceToHost));
-    size_t nz = 0;
-    for (unsigned char v : wb) nz += v != 0;
-    report(nz == 0, std::string("workspace-zeroed ") + tag, (double)nz, 0);
-  }
+  report_ws_zeroed(ws, tag);
 }
 
 // ---- routers ----------------------------------------------------------------------------------------
@@ -406,11 +403,7 @@ static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int
   std::vector<int32_t> sel2(k);
   if (k) CK(cudaMemcpy(sel2.data(), didx.d, k * 4, cudaMemcpyDeviceToHost));
   report(topk_valid(scd, sel2, k, 1e-5 * (mx + 1.0)), std::string("topk, scores in the workspace ") + tag, 0, 0);
-  std::vector<unsigned char> wb(ws.bytes);  // the workspace must come back zero-filled
-  CK(cudaMemcpy(wb.data(), ws.d, wb.size(), cudaMemcpyDeviceToHost));
-  size_t nz = 0;
-  for (unsigned char v : wb) nz += v != 0;
-  report(nz == 0, std::string("workspace-zeroed ") + tag, (double)nz, 0);
+  report_ws_zeroed(ws, tag);
 }
 
 static void test_head_router(polar_dtype dt, int m, int d, int hq, int hkv, bool per_head, int k, uint64_t seed) {
@@ -440,8 +433,10 @@ static void test_head_router(polar_dtype dt, int m, int d, int hq, int hkv, bool
   double err = 0, mx = 0;
   bool topk_ok = true;
   const int per = units / hkv;
+  std::vector<std::vector<double>> gks(m);  // per token, the kernel's logits summed per group
   for (int t = 0; t < m; ++t) {
-    std::vector<double> gs(hkv, 0.0), gk(hkv, 0.0);
+    std::vector<double> gs(hkv, 0.0), &gk = gks[t];
+    gk.assign(hkv, 0.0);
     for (int u = 0; u < units; ++u) {
       double s = b.h[u];
       for (int i = 0; i < d; ++i) s += (double)x.h[(size_t)t * d + i] * w.h[(size_t)u * d + i];
@@ -462,8 +457,7 @@ static void test_head_router(polar_dtype dt, int m, int d, int hq, int hkv, bool
   // again with the logits in the workspace (the select zeroes them as it reads them): a valid selection over the
   // first call's logits, and the workspace back to zero
   p.out_logits = nullptr;
-  DBuf ws2(polar_cuda_head_router_workspace(&p));
-  CK(cudaMemset(ws2.d, 0, ws2.bytes));
+  DBuf ws2(polar_cuda_head_router_workspace(&p));  // zero-filled
   p.workspace = ws2.d;
   p.workspace_bytes = ws2.bytes;
   PK(polar_cuda_head_router(&p));
@@ -471,17 +465,11 @@ static void test_head_router(polar_dtype dt, int m, int d, int hq, int hkv, bool
   CK(cudaMemcpy(sel.data(), didx.d, sel.size() * 4, cudaMemcpyDeviceToHost));
   bool ok2 = true;
   for (int t = 0; t < m; ++t) {
-    std::vector<double> gk(hkv, 0.0);
-    for (int u = 0; u < units; ++u) gk[u / per] += lg[(size_t)t * units + u];
     std::vector<int32_t> st(sel.begin() + (size_t)t * ld, sel.begin() + (size_t)t * ld + k);
-    ok2 &= topk_valid(gk, st, k, 1e-4 * (mx + 1));
+    ok2 &= topk_valid(gks[t], st, k, 1e-4 * (mx + 1));
   }
   report(ok2, std::string("topk, logits in the workspace ") + tag, 0, 0);
-  std::vector<unsigned char> wb(ws2.bytes);
-  if (ws2.bytes) CK(cudaMemcpy(wb.data(), ws2.d, wb.size(), cudaMemcpyDeviceToHost));
-  size_t nz = 0;
-  for (unsigned char v : wb) nz += v != 0;
-  report(nz == 0, std::string("workspace-zeroed ") + tag, (double)nz, 0);
+  report_ws_zeroed(ws2, tag);
 }
 
 // ---- dense baseline (cuBLASLt) ---------------------------------------------------------------------
