@@ -2,7 +2,9 @@
 //  - MLP router, LOGIT scores: the router is linear, so the batch sum of the scores is
 //    fc2 . (fc1 . sum_t x[t]): the tokens are summed first (fp32), then two fp32-accumulating GEMVs stream
 //    fc1 and fc2 once each (a decode step's router then costs its weight bytes at HBM speed, whatever the
-//    batch; the GEMM path below re-read them through split-K tiles and took ~4x longer at batch 64).
+//    batch; the GEMM path below re-read them through split-K tiles and took ~4x longer at batch 64). By
+//    default all of it, the top-k included, runs as one cooperative kernel (router_fused.cuh); the separate
+//    kernels below remain for tuning router_fused = 0 and where that kernel does not fit.
 //  - MLP router, SIGMOID scores (not linear): h = x fc1^T (selective-GEMM kernel, compact [m, rank]), then
 //    fc2 with the column-sum epilogue (the per-token scores are summed over the batch after the sigmoid
 //    inside the GEMM: the [m, ffn] score matrix never reaches memory).
@@ -19,52 +21,14 @@
 #include <cstdlib>
 
 #include "common.cuh"
+#include "router_fused.cuh"
+#include "router_select.cuh"
 #include "sel_gemm.cuh"
-
-#include <cooperative_groups.h>
-namespace cg = cooperative_groups;
 
 namespace polar_cuda {
 namespace {
 
-__device__ __forceinline__ uint32_t order_key(float f) {
-  if (f != f) return 0u;  // NaN ranks lowest
-  const uint32_t u = __float_as_uint(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 constexpr int TK_THREADS = 1024;
-
-// Inclusive scan of one value per lane over the warp.
-__device__ __forceinline__ unsigned warp_incl_scan(unsigned v) {
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const unsigned t = __shfl_up_sync(0xffffffffu, v, off);
-    if (lane >= off) v += t;
-  }
-  return v;
-}
-
-// Exclusive scan of one value per thread over the block (any blockDim.x that is a multiple of 32, <= 1024);
-// *total = the block's sum. sh: 33 words of shared memory, reusable by the next call.
-__device__ __forceinline__ unsigned block_excl_scan(unsigned v, unsigned* sh /*[33]*/, unsigned* total) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const unsigned incl = warp_incl_scan(v);
-  __syncthreads();
-  if (lane == 31) sh[warp] = incl;
-  __syncthreads();
-  if (warp == 0) {
-    const unsigned w = lane < (int)(blockDim.x >> 5) ? sh[lane] : 0u;
-    const unsigned wi = warp_incl_scan(w);
-    sh[lane] = wi - w;  // exclusive prefix of warp totals
-    if (lane == 31) sh[32] = wi;
-  }
-  __syncthreads();
-  const unsigned r = sh[warp] + incl - v;
-  *total = sh[32];
-  return r;
-}
 
 // SM: the keys live in shared memory (n * 4 bytes, one coalesced pass over the scores); otherwise every
 // pass re-reads the scores from global memory (a single CTA is then latency-bound).
@@ -165,61 +129,10 @@ __global__ void __launch_bounds__(TK_THREADS) topk_kernel(float* __restrict__ sc
   }
 }
 
-// ---- multi-CTA top-k (cooperative launch) -------------------------------------------------------------
-// The single-CTA select above takes ~55 us for 36864 scores on an H100 (one SM doing four histogram passes
-// and the compaction). Here every SM holds a contiguous slice of the keys in registers; three radix passes
-// (11, 11, 10 bits) build per-CTA shared-memory histograms that meet in a global one, every CTA then finds
-// the same digit from the global counts, and the compaction offsets come from the per-CTA counts. Grid-wide
-// barriers (cooperative launch) separate the phases. The state (histograms, counts) lives in the zero-filled
-// workspace; the kernel zeroes it again once every CTA is done with it.
-constexpr int MT_THREADS = 256;
-constexpr int MT_KPT = 8;  // keys per thread held in registers
-constexpr int MT_BINS = 2048;
-struct MtState {
-  unsigned hist[3][MT_BINS];
-  unsigned gt[1024], eq[1024];  // per-CTA counts (grid <= 1024)
-  unsigned done;                // CTAs that have read gt / eq (the last one zeroes them)
-};
-
-// Inclusive scan from the top bin down: returns the digit where the running count reaches kk, and the
-// count above that digit. Every thread of the CTA gets the answer.
-__device__ void mt_find_digit(const unsigned* __restrict__ gh, int nbins, unsigned kk, unsigned* s_warp, unsigned* s_out,
-                              unsigned* digit, unsigned* above) {
-  const int tid = threadIdx.x;
-  constexpr int PER = MT_BINS / MT_THREADS;  // 8 bins per thread, thread 0 holds the top bins
-  unsigned c[PER], sum = 0;
-#pragma unroll
-  for (int q = 0; q < PER; ++q) {
-    const int bin = nbins - 1 - (tid * PER + q);
-    c[q] = bin >= 0 ? __ldcg(gh + bin) : 0u;
-    sum += c[q];
-  }
-  unsigned total;
-  const unsigned excl = block_excl_scan(sum, s_warp, &total);
-  if (excl < kk && kk <= excl + sum) {
-    unsigned run = excl;
-    for (int q = 0; q < PER; ++q) {
-      if (run + c[q] >= kk) {
-        s_out[0] = (unsigned)(nbins - 1 - (tid * PER + q));
-        s_out[1] = run;
-        break;
-      }
-      run += c[q];
-    }
-  }
-  __syncthreads();
-  *digit = s_out[0];
-  *above = s_out[1];
-  __syncthreads();
-}
-
-// zero / nzero / clear: as topk_kernel's; the state it used (st) is left zeroed too.
+// The multi-CTA select (router_select.cuh) over scores in memory. zero / nzero / clear: as topk_kernel's; the
+// state it used (st) is left zeroed too.
 __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(float* __restrict__ score, int n, int k, int32_t* out,
                                                                  MtState* st, float* zero, int nzero, int clear) {
-  cg::grid_group grid = cg::this_grid();
-  __shared__ unsigned sh[MT_BINS];
-  __shared__ unsigned s_warp[33], s_out[2];
-  __shared__ bool s_last;
   const int tid = threadIdx.x, G = gridDim.x, c = blockIdx.x;
   const int per = (n + G - 1) / G;
   const int lo = min(n, c * per), hi = min(n, lo + per);
@@ -232,83 +145,7 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(float* __restric
     key[j] = i < hi ? order_key(score[i]) : 0u;
     if (clear && i < hi) score[i] = 0.f;  // each score is read once, by this thread
   }
-  unsigned prefix = 0, mask = 0, kk = (unsigned)k;
-  const int shifts[3] = {21, 10, 0}, bits[3] = {11, 11, 10};
-  for (int p = 0; p < 3; ++p) {
-    const int shift = shifts[p], nb = 1 << bits[p];
-    for (int b = tid; b < nb; b += MT_THREADS) sh[b] = 0;
-    __syncthreads();
-    // warp-aggregated: scores of similar size share their top digits (one atomic per distinct bin and warp)
-#pragma unroll
-    for (int j = 0; j < MT_KPT; ++j) {
-      const int i = lo + tid * MT_KPT + j;
-      const unsigned bin = i < hi && (key[j] & mask) == prefix ? (key[j] >> shift) & (nb - 1) : 0xffffffffu;
-      const unsigned peers = __match_any_sync(0xffffffffu, bin);
-      if (bin != 0xffffffffu && (tid & 31) == __ffs(peers) - 1) atomicAdd(&sh[bin], (unsigned)__popc(peers));
-    }
-    __syncthreads();
-    for (int b = tid; b < nb; b += MT_THREADS)
-      if (sh[b]) atomicAdd(&st->hist[p][b], sh[b]);
-    grid.sync();
-    unsigned digit, above;
-    mt_find_digit(st->hist[p], nb, kk, s_warp, s_out, &digit, &above);
-    prefix |= digit << shift;
-    mask |= (unsigned)(nb - 1) << shift;
-    kk -= above;
-  }
-  // prefix = key of the k-th largest; take every larger key and the kk lowest-index equal ones
-  // Each thread holds a contiguous run of its CTA's slice, so the output order is (CTA, thread, slot) and
-  // the compaction needs two block scans (equal keys, then taken keys), not two per register slot.
-  unsigned ngt = 0, neq = 0;
-#pragma unroll
-  for (int j = 0; j < MT_KPT; ++j) {
-    const int i = lo + tid * MT_KPT + j;
-    if (i < hi) {
-      ngt += key[j] > prefix;
-      neq += key[j] == prefix;
-    }
-  }
-  unsigned cta_gt, cta_eq;
-  block_excl_scan(ngt, s_warp, &cta_gt);
-  const unsigned eq_excl = block_excl_scan(neq, s_warp, &cta_eq);
-  if (tid == 0) {
-    st->gt[c] = cta_gt;
-    st->eq[c] = cta_eq;
-  }
-  grid.sync();
-  unsigned gt_before = 0, eq_before = 0;
-  for (int q = tid; q < c; q += MT_THREADS) {
-    gt_before += __ldcg(st->gt + q);
-    eq_before += __ldcg(st->eq + q);
-  }
-  // every CTA is past the last histogram read (the barrier above): zero this CTA's share of them
-  for (int b = c * MT_THREADS + tid; b < 3 * MT_BINS; b += G * MT_THREADS) (&st->hist[0][0])[b] = 0u;
-  unsigned tot;
-  gt_before = block_excl_scan(gt_before, s_warp, &tot), gt_before = tot;
-  eq_before = block_excl_scan(eq_before, s_warp, &tot), eq_before = tot;
-  // (block_excl_scan's barriers: every thread's gt / eq reads are done) the last CTA to get here zeroes them
-  if (tid == 0) {
-    __threadfence();
-    s_last = atomicAdd(&st->done, 1u) == (unsigned)G - 1;
-  }
-  __syncthreads();
-  if (s_last) {
-    for (int q = tid; q < G; q += MT_THREADS) st->gt[q] = st->eq[q] = 0u;
-    if (tid == 0) st->done = 0u;
-  }
-  const unsigned eq_left = eq_before >= kk ? 0u : kk - eq_before;  // equal keys this CTA may still take
-  const unsigned take_eq = eq_excl >= eq_left ? 0u : min(neq, eq_left - eq_excl);  // ... and this thread
-  unsigned pos = gt_before + min(eq_before, kk) + block_excl_scan(ngt + take_eq, s_warp, &tot);
-  unsigned e = 0;
-#pragma unroll
-  for (int j = 0; j < MT_KPT; ++j) {
-    const int i = lo + tid * MT_KPT + j;
-    if (i < hi) {
-      bool take = key[j] > prefix;
-      if (key[j] == prefix) take = e++ < take_eq;
-      if (take) out[pos++] = i;
-    }
-  }
+  mt_select<MT_KPT>(key, lo, hi, k, out, st, nullptr, 0);
 }
 
 // The multi-CTA select's grid for n scores, 0 where it does not apply (then one CTA selects).
@@ -324,14 +161,14 @@ int topk_multi_grid(int n, int k, const DevProps& dp, int* G) {
   return 0;
 }
 
-// A cooperative grid as a programmatic dependent: tried once per process, plain cooperative if refused (the
-// choice is reported by polar_cuda_topk_launch_mode).
+// A cooperative grid as a programmatic dependent: tried once per process and kernel, plain cooperative if
+// refused (the choice is reported by polar_cuda_topk_launch_mode). Used by the multi-CTA select and the fused MLP router.
 char g_topk_mode[160] = "none yet";
-int launch_topk_multi(bool pdl, int G, float* score, int n, int k, int32_t* out, MtState* s, float* zero, int nzero, int clear,
-                      cudaStream_t st) {
+template <typename... P, typename... A>
+int launch_coop(bool pdl, void (*fn)(P...), int G, int threads, size_t smem, cudaStream_t st, A&&... args) {
   static bool coop_pdl_ok = true;
   if (pdl && coop_pdl_ok) {
-    const cudaError_t e = launch_ex(true, true, topk_multi_kernel, G, MT_THREADS, 0, st, score, n, k, out, s, zero, nzero, clear);
+    const cudaError_t e = launch_ex(true, true, fn, G, threads, smem, st, args...);
     if (e == cudaSuccess) {
       std::snprintf(g_topk_mode, sizeof g_topk_mode, "programmatic");
       return 0;
@@ -342,7 +179,7 @@ int launch_topk_multi(bool pdl, int G, float* score, int n, int k, int32_t* out,
   } else if (!pdl) {
     std::snprintf(g_topk_mode, sizeof g_topk_mode, "plain: programmatic launch off (tuning pdl = 0, or below sm_90)");
   }
-  POLAR_CU(launch_ex(false, true, topk_multi_kernel, G, MT_THREADS, 0, st, score, n, k, out, s, zero, nzero, clear));
+  POLAR_CU(launch_ex(false, true, fn, G, threads, smem, st, args...));
   return 0;
 }
 
@@ -388,7 +225,6 @@ __global__ void __launch_bounds__(HT_WARPS * 32) head_topk_kernel(float* __restr
 }
 
 // ---- MLP router, LOGIT path: column sum of x, then GEMVs -------------------------------------------
-constexpr int XS_ROWS = 8;  // tokens per CTA of the column sum (partial sums meet in fp32 atomics)
 
 // xs[i] += sum over this CTA's tokens of x[t, i]; 8 columns (16 bytes) per thread. xs starts zeroed.
 template <typename T>
@@ -396,22 +232,8 @@ __global__ void __launch_bounds__(128) xsum_kernel(const T* __restrict__ x, int6
   griddep_wait_and_release();
   const int c = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
   if (c >= d) return;
-  const int t0 = blockIdx.y * XS_ROWS, t1 = min(m, t0 + XS_ROWS);
-  float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  uint4 v[XS_ROWS];  // every row's load in flight before the first add (a rolled loop waited for each)
-#pragma unroll
-  for (int u = 0; u < XS_ROWS; ++u)
-    v[u] = t0 + u < t1 ? __ldg(reinterpret_cast<const uint4*>(x + (int64_t)(t0 + u) * ldx + c)) : make_uint4(0u, 0u, 0u, 0u);
-#pragma unroll
-  for (int u = 0; u < XS_ROWS; ++u) {
-    const uint32_t w[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 f = Dt<T>::unpack(w[j]);
-      a[2 * j] += f.x;
-      a[2 * j + 1] += f.y;
-    }
-  }
+  float a[8];
+  sum_rows8(x, ldx, m, blockIdx.y * XS_ROWS, c, a);
 #pragma unroll
   for (int j = 0; j < 8; ++j) atomicAdd(xs + c + j, a[j]);
 }
@@ -488,6 +310,64 @@ int launch_gemv(bool pdl, const void* A, int64_t lda, int rows, int K, const flo
   const int grid = (int)std::max<int64_t>(1, std::min<int64_t>((tasks + 7) / 8, (int64_t)sms * occ));
   POLAR_CU(launch_ex(pdl, false, gemv_kernel<T>, grid, 256, 0, st, static_cast<const T*>(A), lda, rows, K, v, y, zero, nzero));
   return 0;
+}
+
+// ---- MLP router, LOGIT path as one kernel (router_fused.cuh) ----------------------------------------
+char g_router_path[200] = "none yet";
+
+// The fused kernel's grid (G CTAs, `per` scores each) and ring depth R (tasks in flight per warp: the deepest
+// whose shared memory fits); R = 0 where it cannot run, with the reason in g_router_path.
+template <typename T>
+int router_fused_plan(const polar_cuda_mlp_router_params* p, const DevProps& dp, int* G, int* R, int* per) {
+  *R = 0;
+  const int64_t tasks = (int64_t)p->rank * cdiv(p->d, RF_SEG) + (int64_t)p->ffn * cdiv(p->rank, RF_SEG);
+  // at least 64 weight tasks (128 KB) per CTA: a small router gets fewer CTAs and cheaper grid barriers
+  *G = (int)std::max<int64_t>(1, std::min<int64_t>(dp.sms, (tasks + 63) / 64));
+  *per = cdiv(p->ffn, *G);
+  if (*per > RF_THREADS * RF_KPT) {
+    std::snprintf(g_router_path, sizeof g_router_path, "separate kernels: %d scores per CTA exceed the fused select's %d", *per,
+                  RF_THREADS * RF_KPT);
+    return 0;
+  }
+  for (int r : {6, 4, 2}) {
+    const void* fn = r == 6 ? (const void*)mlp_router_fused_kernel<T, 6>
+                   : r == 4 ? (const void*)mlp_router_fused_kernel<T, 4> : (const void*)mlp_router_fused_kernel<T, 2>;
+    int occ = 0;
+    if (kernel_occupancy(fn, RF_THREADS, (int)rf_smem_bytes(r, *per), &occ)) return -1;
+    if (occ >= 1) {
+      *R = r;
+      std::snprintf(g_router_path, sizeof g_router_path, "fused: %d CTAs x %d threads, %d weight tasks in flight per warp", *G,
+                    RF_THREADS, r);
+      return 0;
+    }
+  }
+  std::snprintf(g_router_path, sizeof g_router_path, "separate kernels: the fused kernel's shared memory does not fit");
+  return 0;
+}
+
+// Runs the fused router where it fits (*ran = true); otherwise leaves the call to the separate kernels.
+int mlp_router_fused(const polar_cuda_mlp_router_params* p, char* ws, size_t xs_off, size_t hf_off, size_t mt_off,
+                     const DevProps& dp, bool pdl, cudaStream_t st, bool* ran) {
+  *ran = false;
+  return with_dtype(p->dtype, "polar_cuda_mlp_router", [&](auto t) {
+    using T = decltype(t);
+    int G = 0, R = 0, per = 0;
+    if (router_fused_plan<T>(p, dp, &G, &R, &per)) return -1;
+    if (R == 0) return 0;
+    RfArgs a{};
+    a.x = p->x; a.ldx = p->ldx; a.m = p->m; a.d = p->d; a.rank = p->rank; a.ffn = p->ffn; a.k = p->k;
+    a.fc1 = p->fc1; a.fc2 = p->fc2;
+    a.xs = reinterpret_cast<float*>(ws + xs_off);
+    a.hf = reinterpret_cast<float*>(ws + hf_off);
+    a.st = reinterpret_cast<MtState*>(ws + mt_off);
+    a.out_idx = p->out_idx; a.out_scores = p->out_scores; a.per = per;
+    const size_t sm = rf_smem_bytes(R, per);
+    if (launch_coop(pdl, R == 6 ? mlp_router_fused_kernel<T, 6> : R == 4 ? mlp_router_fused_kernel<T, 4> : mlp_router_fused_kernel<T, 2>,
+                    G, RF_THREADS, sm, st, a))
+      return -1;
+    *ran = true;
+    return 0;
+  });
 }
 
 // ---- MLP router -------------------------------------------------------------------------------------
@@ -569,6 +449,7 @@ int head_router_args(const polar_cuda_head_router_params* p, GemmArgs* g) {
 using namespace polar_cuda;
 
 extern "C" const char* polar_cuda_topk_launch_mode(void) { return g_topk_mode; }
+extern "C" const char* polar_cuda_mlp_router_path(void) { return g_router_path; }
 
 extern "C" size_t polar_cuda_mlp_router_workspace(const polar_cuda_mlp_router_params* p) {
   GemmArgs g1, g2;
@@ -596,6 +477,14 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
   static const bool logit_gemm = std::getenv("POLAR_CUDA_ROUTER_GEMM") != nullptr;
   const bool gemv = p->score == POLAR_CUDA_SCORE_LOGIT && !logit_gemm;
   float* hf = reinterpret_cast<float*>(ws + L.hf_off);
+  if (gemv && tuning().router_fused) {
+    bool ran = false;
+    if (mlp_router_fused(p, ws, L.xs_off, L.hf_off, L.mt_off, dp, pdl, st, &ran)) return -1;
+    if (ran) return 0;
+  } else {
+    std::snprintf(g_router_path, sizeof g_router_path, "separate kernels: %s",
+                  !gemv ? "SIGMOID scores (or POLAR_CUDA_ROUTER_GEMM) take the GEMM path" : "tuning router_fused = 0");
+  }
   if (gemv) {
     float* xs = reinterpret_cast<float*>(ws + L.xs_off);  // zeroed (workspace contract)
     if (p->rank > GV_SEG) POLAR_CU(cudaMemsetAsync(scores, 0, (size_t)p->ffn * 4, st));  // fc2 segments add
@@ -623,8 +512,8 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
   if (topk_multi_grid(p->ffn, p->k, dp, &G)) return -1;
   bool scores_left = false;
   if (G > 0) {
-    if (launch_topk_multi(pdl, G, scores, p->ffn, p->k, p->out_idx, reinterpret_cast<MtState*>(ws + L.mt_off), zero, nzero,
-                          !p->out_scores, st))
+    if (launch_coop(pdl, topk_multi_kernel, G, MT_THREADS, 0, st, scores, p->ffn, p->k, p->out_idx,
+                    reinterpret_cast<MtState*>(ws + L.mt_off), zero, nzero, (int)!p->out_scores))
       return -1;
   } else {  // one CTA, with the keys in shared memory when they fit
     const int sm = p->ffn * 4;

@@ -295,7 +295,8 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_MMA_WARPS, POLAR_CUDA_WG_PAIR, POLAR_CUDA_NB256 (kernel shapes, see gemm_plan),
 // POLAR_CUDA_STORE_REDUCE (plain-store split-K reduction), POLAR_CUDA_NO_PDL (no programmatic dependent
 // launch), POLAR_CUDA_ROUTER_SPLITS (the head router's split-K count), POLAR_CUDA_CLUSTER_REDUCE=0 (split-K
-// always through the workspace), POLAR_CUDA_PLAN=h100|h200 (the per-GPU planner choices, see PlanProfile).
+// always through the workspace), POLAR_CUDA_PLAN=h100|h200 (the per-GPU planner choices, see PlanProfile),
+// POLAR_CUDA_ROUTER_FUSED=0 (the MLP router as separate kernels, router.cu).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -328,6 +329,7 @@ polar_cuda_tuning& tune() {
     d.cluster_reduce = env_int("POLAR_CUDA_CLUSTER_REDUCE", 1) ? 1 : 0;
     const char* pp = std::getenv("POLAR_CUDA_PLAN");
     d.plan_profile = pp && !std::strcmp(pp, "h100") ? 1 : pp && !std::strcmp(pp, "h200") ? 2 : 0;
+    d.router_fused = env_int("POLAR_CUDA_ROUTER_FUSED", 1) ? 1 : 0;
     return d;
   }();
   return t;
@@ -710,4 +712,5 @@ extern "C" void polar_cuda_set_tuning(const polar_cuda_tuning* t) {
   if (t->router_splits >= 0) c.router_splits = t->router_splits;
   if (t->cluster_reduce == 0 || t->cluster_reduce == 1) c.cluster_reduce = t->cluster_reduce;
   if (t->plan_profile >= 0 && t->plan_profile <= 2) c.plan_profile = t->plan_profile;
+  if (t->router_fused == 0 || t->router_fused == 1) c.router_fused = t->router_fused;
 }

@@ -741,6 +741,7 @@ static void bench_block() {
   router_k = 0;
   const double t_mr_scores = time_ms(mlp_router);
   router_k = k;
+  const std::string router_path = polar_cuda_mlp_router_path();
   if (g_sweep) {  // head router split-K (the tuning's router_splits; 0 = default heuristic)
     for (int sp : {0, 1, 4, 9, 18, 36, 72, 144}) {
       set_tuning([sp](polar_cuda_tuning& t) { t.router_splits = sp; });
@@ -767,6 +768,18 @@ static void bench_block() {
     attn(false);
     mlp_dense();
   });
+  // the same step with the MLP router as separate kernels (router_fused = 0), for the A/B in one call
+  polar_cuda_tuning tu0;
+  polar_cuda_get_tuning(&tu0);
+  set_tuning([](polar_cuda_tuning& t) { t.router_fused = 0; });
+  const double t_mr_sep = time_ms(mlp_router);
+  const double sparse_core_sep = time_ms([&] {
+    head_router();
+    attn(true);
+    mlp_router();
+    mlp_sparse();
+  });
+  polar_cuda_set_tuning(&tu0);
   const double sparse_full = time_ms([&] {
     head_router();
     qkv_proj();
@@ -784,11 +797,12 @@ static void bench_block() {
   std::printf(
       "{\"bench\":\"block\",\"model\":\"opt-66b\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"kv_layout\":\"%s\",\"topk_launch\":\"%s\",\"batch\":%d,\"seq\":%d,\"head_density\":%g,\"kept_heads\":%d,"
       "\"mlp_density\":%g,\"k\":%d,\"router_rank\":%d,\"attn_mlp_sparse_ms\":%s,\"attn_mlp_dense_ms\":%s,\"attn_mlp_speedup\":%s,"
-      "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
+      "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"mlp_router_path\":\"%s\",\"attn_mlp_sparse_ms_router_separate\":%s,"
+      "\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,\"mlp_router_separate\":%s,"
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
       g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", polar_cuda_topk_launch_mode(), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
-      jnum(t_hr).c_str(), jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
+      router_path.c_str(), jnum(sparse_core_sep).c_str(), jnum(t_hr).c_str(), jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_mr_sep).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());
   std::fflush(stdout);
   std::fprintf(stderr, "block opt-66b B=64 S=1920: attn+MLP sparse %.4f ms vs dense %.4f ms (x%.2f); with QKV/out proj %.4f vs %.4f (x%.2f)\n",

@@ -384,7 +384,8 @@ static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int
   // h is rounded to the dtype on both sides, but an fp32-vs-double difference can flip one rounding
   const double tol = (dt == POLAR_F16 ? 4e-3 : 3e-2) * (mx + 1.0);
   char tag[200];
-  std::snprintf(tag, sizeof tag, "mlp_router %s m=%d d=%d rank=%d ffn=%d k=%d %s", dtname(dt), m, d, rank, ffn, k, score ? "sigmoid" : "logit");
+  std::snprintf(tag, sizeof tag, "mlp_router %s m=%d d=%d rank=%d ffn=%d k=%d %s (%s)", dtname(dt), m, d, rank, ffn, k,
+                score ? "sigmoid" : "logit", std::strncmp(polar_cuda_mlp_router_path(), "fused", 5) ? "separate kernels" : "fused");
   report(err <= tol, std::string("scores ") + tag, err, tol);
   // top-k over the kernel's own scores must be exact; over the reference within tolerance
   std::vector<double> scd(sc.begin(), sc.end());
@@ -632,17 +633,25 @@ int main(int argc, char** argv) {
 
   // routers
   for (polar_dtype dt : dts) {
-    test_mlp_router(dt, 1, 256, 64, 1000, 100, POLAR_CUDA_SCORE_LOGIT, seed++);
-    test_mlp_router(dt, 7, 128, 32, 520, 1, POLAR_CUDA_SCORE_SIGMOID, seed++);
-    test_mlp_router(dt, 33, 2056, 1040, 777, 50, POLAR_CUDA_SCORE_LOGIT, seed++);  // split GEMV segments, partial token block
-    test_mlp_router(dt, 5, 256, 64, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // multi-CTA select (36 CTAs)
-    test_mlp_router(dt, 3, 128, 32, 20000, 777, POLAR_CUDA_SCORE_LOGIT, seed++, true);  // all ties, multi-CTA
-    test_mlp_router(dt, 3, 128, 32, 300, 7, POLAR_CUDA_SCORE_SIGMOID, seed++, true);     // all ties, one CTA
-    std::printf("# multi-CTA top-k launch: %s\n", polar_cuda_topk_launch_mode());
-    if (!g_quick) {
-      test_mlp_router(dt, 64, 512, 128, 4096, 2048, POLAR_CUDA_SCORE_LOGIT, seed++);
-      test_mlp_router(dt, 100, 256, 64, 3000, 3000, POLAR_CUDA_SCORE_SIGMOID, seed++);
+    // LOGIT scores: the fused cooperative kernel (default), then the separate kernels (router_fused = 0)
+    for (int fused : {1, 0}) {
+      set_tuning([fused](polar_cuda_tuning& t) { t.router_fused = fused; });
+      test_mlp_router(dt, 1, 256, 64, 1000, 100, POLAR_CUDA_SCORE_LOGIT, seed++);
+      test_mlp_router(dt, 33, 2056, 1040, 777, 50, POLAR_CUDA_SCORE_LOGIT, seed++);  // split GEMV segments, partial token block
+      test_mlp_router(dt, 5, 256, 64, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // multi-CTA select (36 CTAs)
+      test_mlp_router(dt, 3, 128, 32, 20000, 777, POLAR_CUDA_SCORE_LOGIT, seed++, true);  // all ties, multi-CTA
+      test_mlp_router(dt, 2, 256, 64, 5000, 5000, POLAR_CUDA_SCORE_LOGIT, seed++);  // k = ffn: every row
+      test_mlp_router(dt, 2, 256, 64, 5000, 0, POLAR_CUDA_SCORE_LOGIT, seed++);     // k = 0: scores only
+      if (!g_quick) {
+        test_mlp_router(dt, 64, 512, 128, 4096, 2048, POLAR_CUDA_SCORE_LOGIT, seed++);
+        test_mlp_router(dt, 64, 9216, 1024, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // OPT-66B's router at batch 64
+      }
+      std::printf("# MLP router path: %s; cooperative launch: %s\n", polar_cuda_mlp_router_path(), polar_cuda_topk_launch_mode());
     }
+    set_tuning([](polar_cuda_tuning& t) { t.router_fused = 1; });
+    test_mlp_router(dt, 7, 128, 32, 520, 1, POLAR_CUDA_SCORE_SIGMOID, seed++);
+    test_mlp_router(dt, 3, 128, 32, 300, 7, POLAR_CUDA_SCORE_SIGMOID, seed++, true);     // all ties, one CTA
+    if (!g_quick) test_mlp_router(dt, 100, 256, 64, 3000, 3000, POLAR_CUDA_SCORE_SIGMOID, seed++);
     test_head_router(dt, 5, 256, 32, 32, false, 10, seed++);
     test_head_router(dt, 37, 128, 32, 8, true, 4, seed++);
     if (!g_quick) {

@@ -124,10 +124,14 @@ typedef struct {
 } polar_cuda_mlp_router_params;
 size_t polar_cuda_mlp_router_workspace(const polar_cuda_mlp_router_params* p);
 int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p);
-// How this process launches the multi-CTA top-k (sm_90): "programmatic" (a cooperative grid that is also a
-// programmatic dependent of the kernel before it), "plain: <why>" (the driver refused that pair, named by its
-// CUDA error, and plain cooperative launches since; or programmatic launch is off), or "none yet".
+// How this process last launched a cooperative router kernel (the multi-CTA top-k or the fused MLP router;
+// sm_90): "programmatic" (a cooperative grid that is also a programmatic dependent of the kernel before it),
+// "plain: <why>" (the driver refused that pair, named by its CUDA error, and plain cooperative launches of that
+// kernel since; or programmatic launch is off), or "none yet".
 const char* polar_cuda_topk_launch_mode(void);
+// Which path the last polar_cuda_mlp_router call took: "fused: <grid>" (LOGIT scores: token sum, both GEMVs and
+// the top-k in one cooperative kernel) or "separate kernels: <why>".
+const char* polar_cuda_mlp_router_path(void);
 
 // Head router: logits[t, u] = x[t] . w[u] + b[u], u < units; units == kv_heads (one score per group) or
 // units == q_heads (a group scores the sum of its heads). Per token: the k groups of largest score,
@@ -176,7 +180,8 @@ int polar_cuda_sel_fc1_describe(const polar_cuda_sel_fc1_params* p, char* buf, s
 int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, size_t n);
 // Experimental tuning of the selective GEMMs and the head router, for benchmarks and tests (not thread-safe
 // against calls in flight). Initial values come from the environment (POLAR_CUDA_MMA_STAGES, _SPLIT_PENALTY,
-// _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE, _PLAN = h100 | h200).
+// _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE, _PLAN = h100 | h200,
+// _ROUTER_FUSED).
 // polar_cuda_set_tuning changes each field that is in its range and keeps the others
 // (polar_cuda_tuning_unchanged() has every field out of range).
 typedef struct {
@@ -196,9 +201,11 @@ typedef struct {
                          // clusters fit at once; 0: always through the fp32 workspace
   int plan_profile;      // the planner's measured per-GPU choices: 0 by the GPU (default: the H200's where the
                          // device name has "H200" in it, else the H100's), 1 the H100's, 2 the H200's
+  int router_fused;      // MLP router, LOGIT scores: 1 (default) one cooperative kernel (token sum, both GEMVs,
+                         // top-k) where it fits on the GPU; 0 the separate kernels
 } polar_cuda_tuning;
 static inline polar_cuda_tuning polar_cuda_tuning_unchanged(void) {
-  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1};
+  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1};
   return t;
 }
 void polar_cuda_get_tuning(polar_cuda_tuning* t);
