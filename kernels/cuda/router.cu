@@ -2,9 +2,9 @@
 //  - MLP router, LOGIT scores: the router is linear, so the batch sum of the scores is
 //    fc2 . (fc1 . sum_t x[t]): the tokens are summed first (fp32), then two fp32-accumulating GEMVs stream
 //    fc1 and fc2 once each (a decode step's router then costs its weight bytes at HBM speed, whatever the
-//    batch; the GEMM path below re-read them through split-K tiles and took ~4x longer at batch 64). By
-//    default all of it, the top-k included, runs as one cooperative kernel (router_fused.cuh); the separate
-//    kernels below remain for tuning router_fused = 0 and where that kernel does not fit.
+//    batch; the GEMM path below re-read them through split-K tiles and took ~4x longer at batch 64). With
+//    tuning router_fused = 1 all of it, the top-k included, runs as one cooperative kernel instead
+//    (router_fused.cuh; measured slower on an H200 so far, hence not the default).
 //  - MLP router, SIGMOID scores (not linear): h = x fc1^T (selective-GEMM kernel, compact [m, rank]), then
 //    fc2 with the column-sum epilogue (the per-token scores are summed over the batch after the sigmoid
 //    inside the GEMM: the [m, ffn] score matrix never reaches memory).
@@ -329,7 +329,11 @@ int router_fused_plan(const polar_cuda_mlp_router_params* p, const DevProps& dp,
                   RF_THREADS * RF_KPT);
     return 0;
   }
+  // POLAR_CUDA_ROUTER_RING (experiments): the deepest ring to try
+  static const char* ring_env = std::getenv("POLAR_CUDA_ROUTER_RING");
+  static const int ring_max = ring_env && *ring_env ? std::atoi(ring_env) : 6;
   for (int r : {6, 4, 2}) {
+    if (r > ring_max) continue;
     const void* fn = r == 6 ? (const void*)mlp_router_fused_kernel<T, 6>
                    : r == 4 ? (const void*)mlp_router_fused_kernel<T, 4> : (const void*)mlp_router_fused_kernel<T, 2>;
     int occ = 0;
@@ -361,6 +365,9 @@ int mlp_router_fused(const polar_cuda_mlp_router_params* p, char* ws, size_t xs_
     a.hf = reinterpret_cast<float*>(ws + hf_off);
     a.st = reinterpret_cast<MtState*>(ws + mt_off);
     a.out_idx = p->out_idx; a.out_scores = p->out_scores; a.per = per;
+    static const char* late_env = std::getenv("POLAR_CUDA_ROUTER_LATE");  // experiments (router_fused.cuh)
+    static const bool late = late_env && *late_env && *late_env != '0';
+    a.early = !late;
     const size_t sm = rf_smem_bytes(R, per);
     if (launch_coop(pdl, R == 6 ? mlp_router_fused_kernel<T, 6> : R == 4 ? mlp_router_fused_kernel<T, 4> : mlp_router_fused_kernel<T, 2>,
                     G, RF_THREADS, sm, st, a))

@@ -13,6 +13,9 @@
 //
 // Each lane copies and later reads the same 16-byte pieces of a task, so a slot needs no barrier: the lane's
 // own cp.async.wait_group makes its copies visible to it. Included only by router.cu.
+//
+// Measured (H200, OPT-66B's router at batch 64, docs/benchmarks.md): 0.064 ms against 0.055 for the separate
+// kernels, so it is not the default (tuning router_fused = 1 selects it); why is still open.
 #pragma once
 #include <cstdint>
 
@@ -63,6 +66,7 @@ struct RfArgs {
   int32_t* out_idx;
   float* out_scores;  // optional [ffn]
   int per;            // fc2 rows (scores) per CTA
+  int early;          // 1: the ring's first tasks are issued before the wait for x (0: after the token sum)
 };
 
 // Shared memory: the rings (RF_WARPS x R slots) and the CTA's scores.
@@ -86,42 +90,61 @@ __global__ void __launch_bounds__(RF_THREADS, 1) mlp_router_fused_kernel(const R
   const int n2 = nrows * nseg2;
   const int n1w = n1 > warp ? (int)((n1 - warp + RF_WARPS - 1) / RF_WARPS) : 0;  // this warp's fc1 tasks
   const int nw = n1w + (n2 > warp ? (n2 - warp + RF_WARPS - 1) / RF_WARPS : 0);
-  // task j of this warp: the weight row piece it reads, how many of its K elements exist, its segment and row
-  // (fc1: the row of h; fc2: the row within the CTA's slice)
-  auto task = [&](int j, const T** src, int* lim, int* seg, int* row) {
-    if (j < n1w) {
-      const int64_t t = a1 + warp + (int64_t)j * RF_WARPS;
-      *seg = (int)(t / a.rank);
-      *row = (int)(t % a.rank);
-      *src = fc1 + (int64_t)*row * a.d + *seg * RF_SEG;
-      *lim = a.d - *seg * RF_SEG;
-    } else {
-      const int q = warp + (j - n1w) * RF_WARPS;
-      *seg = q / nrows;
-      *row = q % nrows;
-      *src = fc2 + (int64_t)(lo + *row) * a.rank + *seg * RF_SEG;
-      *lim = a.rank - *seg * RF_SEG;
+  // A walk over this warp's tasks in order: task j, its segment and its row (fc1: the row of h; fc2: the row
+  // within the CTA's slice). Stepping needs no division: with a 64-bit division per task (fc1's task ids) the
+  // loop's instructions, not the weight stream, set the router's time.
+  struct Cursor {
+    int j, seg, row;
+  };
+  auto first = [&](Cursor& q) {
+    q.j = 0;
+    q.seg = q.row = 0;
+    if (n1w > 0) {
+      const int64_t t = a1 + warp;
+      q.seg = (int)(t / a.rank);
+      q.row = (int)(t % a.rank);
+    } else if (nw > 0) {
+      q.seg = warp / nrows;
+      q.row = warp % nrows;
     }
   };
+  auto next = [&](Cursor& q) {
+    ++q.j;
+    if (q.j == n1w) {  // the first fc2 task
+      if (q.j < nw) {
+        q.seg = warp / nrows;
+        q.row = warp % nrows;
+      }
+      return;
+    }
+    const int rows = q.j < n1w ? a.rank : nrows;
+    for (q.row += RF_WARPS; q.row >= rows; q.row -= rows) ++q.seg;
+  };
   const uint32_t ring = smem_u32(rf_smem) + (uint32_t)(warp * R * RF_TASK_BYTES);
-  // one commit group per task slot, also past the last task, so that every lane counts the same groups
-  auto issue = [&](int j) {
-    if (j < nw) {
-      const T* src;
-      int lim, seg, row;
-      task(j, &src, &lim, &seg, &row);
-      const uint32_t dst = ring + (uint32_t)((j % R) * RF_TASK_BYTES + lane * 16);
+  // Copies the task at the issue cursor into its slot and steps the cursor; one commit group per task slot,
+  // also past the last task, so that every lane counts the same groups.
+  Cursor ci;
+  first(ci);
+  auto issue = [&]() {
+    if (ci.j < nw) {
+      const bool f1 = ci.j < n1w;
+      const T* src = f1 ? fc1 + (int64_t)ci.row * a.d + ci.seg * RF_SEG : fc2 + (int64_t)(lo + ci.row) * a.rank + ci.seg * RF_SEG;
+      const int lim = (f1 ? a.d : a.rank) - ci.seg * RF_SEG;
+      const uint32_t dst = ring + (uint32_t)((ci.j % R) * RF_TASK_BYTES + lane * 16);
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         const int kk = lane * 8 + u * 256;
         cp_async16(dst + u * 512, kk < lim ? src + kk : src, kk < lim);
       }
+      next(ci);
     }
     cp_async_commit();
   };
   // the weights are constant: start streaming them before waiting for the kernel that writes x
+  if (a.early) {
 #pragma unroll
-  for (int j = 0; j < R; ++j) issue(j);
+    for (int j = 0; j < R; ++j) issue();
+  }
   griddep_wait_and_release();
   for (int i = tid; i < a.per; i += RF_THREADS) sacc[i] = 0.f;
 
@@ -139,6 +162,10 @@ __global__ void __launch_bounds__(RF_THREADS, 1) mlp_router_fused_kernel(const R
         else a.xs[cgi * 8 + j] = s[j];
       }
     }
+  }
+  if (!a.early) {
+#pragma unroll
+    for (int j = 0; j < R; ++j) issue();
   }
   cg::grid_group grid = cg::this_grid();
   grid.sync();
@@ -158,15 +185,14 @@ __global__ void __launch_bounds__(RF_THREADS, 1) mlp_router_fused_kernel(const R
   };
   // this warp's tasks [j0, j1): y[row] (+)= the task's weights . v (len elements); each consumed slot is refilled
   // with the task R later, which may belong to the next phase
-  auto gemv_phase = [&](int j0, int j1, const float* v, int len, bool add, float* y) {
+  Cursor cc;  // the task consumed next
+  first(cc);
+  auto gemv_phase = [&](int j1, const float* v, int len, bool add, float* y) {
     int vseg = -1;
-    for (int j = j0; j < j1; ++j) {
-      const T* src;
-      int lim, seg, row;
-      task(j, &src, &lim, &seg, &row);
-      if (seg != vseg) load_vec(v, len, vseg = seg);
+    for (; cc.j < j1; next(cc)) {
+      if (cc.seg != vseg) load_vec(v, len, vseg = cc.seg);
       cp_async_wait<R - 1>();  // groups 0..j are complete: R - 1 younger ones may still be in flight
-      const char* slot = rf_smem + (size_t)(warp * R + j % R) * RF_TASK_BYTES + lane * 16;
+      const char* slot = rf_smem + (size_t)(warp * R + cc.j % R) * RF_TASK_BYTES + lane * 16;
       float acc = 0.f;
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
@@ -181,19 +207,19 @@ __global__ void __launch_bounds__(RF_THREADS, 1) mlp_router_fused_kernel(const R
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
       if (lane == 0) {
-        if (add) atomicAdd(y + row, acc);
-        else y[row] = acc;
+        if (add) atomicAdd(y + cc.row, acc);
+        else y[cc.row] = acc;
       }
-      issue(j + R);  // (the shuffles consumed every read of the slot)
+      issue();  // the task R later into this slot (the shuffles consumed every read of it)
     }
   };
 
   // 2. h = fc1 . xs
-  gemv_phase(0, n1w, a.xs, a.d, nseg1 > 1, a.hf);
+  gemv_phase(n1w, a.xs, a.d, nseg1 > 1, a.hf);
   grid.sync();
   for (int i = c * RF_THREADS + tid; i < a.d; i += G * RF_THREADS) a.xs[i] = 0.f;  // every CTA is past its reads
   // 3. this CTA's scores = fc2[lo .. lo + nrows) . h, into shared memory
-  gemv_phase(n1w, nw, a.hf, a.rank, nseg2 > 1, sacc);
+  gemv_phase(nw, a.hf, a.rank, nseg2 > 1, sacc);
   cp_async_wait<0>();  // (only empty groups are left)
   __syncthreads();
   if (a.out_scores)

@@ -296,7 +296,7 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_STORE_REDUCE (plain-store split-K reduction), POLAR_CUDA_NO_PDL (no programmatic dependent
 // launch), POLAR_CUDA_ROUTER_SPLITS (the head router's split-K count), POLAR_CUDA_CLUSTER_REDUCE=0 (split-K
 // always through the workspace), POLAR_CUDA_PLAN=h100|h200 (the per-GPU planner choices, see PlanProfile),
-// POLAR_CUDA_ROUTER_FUSED=0 (the MLP router as separate kernels, router.cu).
+// POLAR_CUDA_ROUTER_FUSED=1 (the MLP router's LOGIT path as one cooperative kernel, router_fused.cuh).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -329,7 +329,7 @@ polar_cuda_tuning& tune() {
     d.cluster_reduce = env_int("POLAR_CUDA_CLUSTER_REDUCE", 1) ? 1 : 0;
     const char* pp = std::getenv("POLAR_CUDA_PLAN");
     d.plan_profile = pp && !std::strcmp(pp, "h100") ? 1 : pp && !std::strcmp(pp, "h200") ? 2 : 0;
-    d.router_fused = env_int("POLAR_CUDA_ROUTER_FUSED", 1) ? 1 : 0;
+    d.router_fused = env_int("POLAR_CUDA_ROUTER_FUSED", 0) ? 1 : 0;
     return d;
   }();
   return t;

@@ -696,9 +696,10 @@ static void bench_block() {
     PK(polar_cuda_head_router(&p));
   };
   int router_k = k;  // 0: scores only (the top-k kernel returns at once), to time the selection apart
+  int router_rank = rank;  // 8: the router's fixed costs (launches, token sum, barriers, select) with ~1 MB of weights
   auto mlp_router = [&] {
     polar_cuda_mlp_router_params p{};
-    p.dtype = g_dt; p.m = B; p.d = d; p.rank = rank; p.ffn = ffn; p.k = router_k; p.x = o.p; p.ldx = d; p.fc1 = mr1.p; p.fc2 = mr2.p;
+    p.dtype = g_dt; p.m = B; p.d = d; p.rank = router_rank; p.ffn = ffn; p.k = router_k; p.x = o.p; p.ldx = d; p.fc1 = mr1.p; p.fc2 = mr2.p;
     p.score = POLAR_CUDA_SCORE_LOGIT; p.out_idx = (int32_t*)midx.p; p.workspace = ws.p; p.workspace_bytes = ws.bytes;
     PK(polar_cuda_mlp_router(&p));
   };
@@ -742,6 +743,13 @@ static void bench_block() {
   const double t_mr_scores = time_ms(mlp_router);
   router_k = k;
   const std::string router_path = polar_cuda_mlp_router_path();
+  router_rank = 8;
+  const double t_mr_r8 = time_ms(mlp_router);
+  router_k = 0;
+  const double t_mr_r8_scores = time_ms(mlp_router);
+  router_k = k;
+  router_rank = rank;
+  mlp_router();  // the batch's own selection again in midx
   if (g_sweep) {  // head router split-K (the tuning's router_splits; 0 = default heuristic)
     for (int sp : {0, 1, 4, 9, 18, 36, 72, 144}) {
       set_tuning([sp](polar_cuda_tuning& t) { t.router_splits = sp; });
@@ -768,12 +776,20 @@ static void bench_block() {
     attn(false);
     mlp_dense();
   });
-  // the same step with the MLP router as separate kernels (router_fused = 0), for the A/B in one call
+  // the same step with the MLP router on its other path (tuning router_fused flipped), for the A/B in one call
   polar_cuda_tuning tu0;
   polar_cuda_get_tuning(&tu0);
-  set_tuning([](polar_cuda_tuning& t) { t.router_fused = 0; });
-  const double t_mr_sep = time_ms(mlp_router);
-  const double sparse_core_sep = time_ms([&] {
+  set_tuning([&tu0](polar_cuda_tuning& t) { t.router_fused = !tu0.router_fused; });
+  const double t_mr_alt = time_ms(mlp_router);
+  const std::string router_path_alt = polar_cuda_mlp_router_path();
+  router_rank = 8;
+  const double t_mr_alt_r8 = time_ms(mlp_router);
+  router_k = 0;
+  const double t_mr_alt_r8_scores = time_ms(mlp_router);
+  router_k = k;
+  router_rank = rank;
+  mlp_router();  // the batch's own selection again in midx
+  const double sparse_core_alt = time_ms([&] {
     head_router();
     attn(true);
     mlp_router();
@@ -797,13 +813,20 @@ static void bench_block() {
   std::printf(
       "{\"bench\":\"block\",\"model\":\"opt-66b\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"kv_layout\":\"%s\",\"topk_launch\":\"%s\",\"batch\":%d,\"seq\":%d,\"head_density\":%g,\"kept_heads\":%d,"
       "\"mlp_density\":%g,\"k\":%d,\"router_rank\":%d,\"attn_mlp_sparse_ms\":%s,\"attn_mlp_dense_ms\":%s,\"attn_mlp_speedup\":%s,"
-      "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"mlp_router_path\":\"%s\",\"attn_mlp_sparse_ms_router_separate\":%s,"
-      "\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,\"mlp_router_separate\":%s,"
+      "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"mlp_router_path\":\"%s\","
+      "\"router_other_path\":{\"path\":\"%s\",\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
+      "\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
       g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", polar_cuda_topk_launch_mode(), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
-      router_path.c_str(), jnum(sparse_core_sep).c_str(), jnum(t_hr).c_str(), jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_mr_sep).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
+      router_path.c_str(), router_path_alt.c_str(), jnum(t_mr_alt).c_str(), jnum(sparse_core_alt).c_str(), jnum(t_hr).c_str(),
+      jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());
+  // the MLP router's fixed costs (launches, token sum, barriers, select): rank 8, ~1 MB of weights
+  std::printf("{\"bench\":\"router_probe\",\"model\":\"opt-66b\",\"batch\":%d,\"rank\":8,\"path\":\"%.5s\",\"ms\":%s,\"scores_ms\":%s,"
+              "\"other_path\":\"%.5s\",\"other_ms\":%s,\"other_scores_ms\":%s}\n",
+              B, router_path.c_str(), jnum(t_mr_r8).c_str(), jnum(t_mr_r8_scores).c_str(), router_path_alt.c_str(), jnum(t_mr_alt_r8).c_str(),
+              jnum(t_mr_alt_r8_scores).c_str());
   std::fflush(stdout);
   std::fprintf(stderr, "block opt-66b B=64 S=1920: attn+MLP sparse %.4f ms vs dense %.4f ms (x%.2f); with QKV/out proj %.4f vs %.4f (x%.2f)\n",
                sparse_core, dense_core, dense_core / sparse_core, sparse_full, dense_full, dense_full / sparse_full);

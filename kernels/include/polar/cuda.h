@@ -201,8 +201,9 @@ typedef struct {
                          // clusters fit at once; 0: always through the fp32 workspace
   int plan_profile;      // the planner's measured per-GPU choices: 0 by the GPU (default: the H200's where the
                          // device name has "H200" in it, else the H100's), 1 the H100's, 2 the H200's
-  int router_fused;      // MLP router, LOGIT scores: 1 (default) one cooperative kernel (token sum, both GEMVs,
-                         // top-k) where it fits on the GPU; 0 the separate kernels
+  int router_fused;      // MLP router, LOGIT scores: 0 (default) separate kernels; 1 one cooperative kernel (token
+                         // sum, both GEMVs, top-k) where it fits on the GPU (measured slower on an H200, see
+                         // docs/benchmarks.md)
 } polar_cuda_tuning;
 static inline polar_cuda_tuning polar_cuda_tuning_unchanged(void) {
   polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1};
