@@ -14,8 +14,10 @@
 // Each lane copies and later reads the same 16-byte pieces of a task, so a slot needs no barrier: the lane's
 // own cp.async.wait_group makes its copies visible to it. Included only by router.cu.
 //
-// Measured (H200, OPT-66B's router at batch 64, docs/benchmarks.md): 0.064 ms against 0.055 for the separate
-// kernels, so it is not the default (tuning router_fused = 1 selects it); why is still open.
+// Measured (H200, OPT-66B's router at batch 64, docs/benchmarks.md): 0.060 ms (4 tasks in flight per warp; 0.064
+// with 6) against 0.055 for the separate kernels, so it is not the default (tuning router_fused = 1 selects it).
+// A rank-8 probe (~1 MB of weights) takes 0.040 ms on either path: the router's time is mostly its fixed chain
+// (token sum, barriers, and a select of ~16 us), not its weight stream.
 #pragma once
 #include <cstdint>
 
