@@ -162,7 +162,8 @@ int topk_multi_grid(int n, int k, const DevProps& dp, int* G) {
 }
 
 // A cooperative grid as a programmatic dependent: tried once per process and kernel, plain cooperative if
-// refused (the choice is reported by polar_cuda_topk_launch_mode). Used by the multi-CTA select and the fused MLP router.
+// refused (the choice is reported by polar_cuda_topk_launch_mode). Used by the multi-CTA select and the fused
+// MLP router.
 char g_topk_mode[160] = "none yet";
 template <typename... P, typename... A>
 int launch_coop(bool pdl, void (*fn)(P...), int G, int threads, size_t smem, cudaStream_t st, A&&... args) {
@@ -225,7 +226,6 @@ __global__ void __launch_bounds__(HT_WARPS * 32) head_topk_kernel(float* __restr
 }
 
 // ---- MLP router, LOGIT path: column sum of x, then GEMVs -------------------------------------------
-
 // xs[i] += sum over this CTA's tokens of x[t, i]; 8 columns (16 bytes) per thread. xs starts zeroed.
 template <typename T>
 __global__ void __launch_bounds__(128) xsum_kernel(const T* __restrict__ x, int64_t ldx, int m, int d, float* xs) {
@@ -315,8 +315,8 @@ int launch_gemv(bool pdl, const void* A, int64_t lda, int rows, int K, const flo
 // ---- MLP router, LOGIT path as one kernel (router_fused.cuh) ----------------------------------------
 char g_router_path[200] = "none yet";
 
-// The fused kernel's grid (G CTAs, `per` scores each) and ring depth R (tasks in flight per warp: the deepest
-// whose shared memory fits); R = 0 where it cannot run, with the reason in g_router_path.
+// The fused kernel's grid (G CTAs, `per` scores each) and ring depth R (tasks in flight per warp: the deepest,
+// up to 4, whose shared memory fits); R = 0 where it cannot run, with the reason in g_router_path.
 template <typename T>
 int router_fused_plan(const polar_cuda_mlp_router_params* p, const DevProps& dp, int* G, int* R, int* per) {
   *R = 0;
