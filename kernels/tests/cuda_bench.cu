@@ -743,13 +743,19 @@ static void bench_block() {
   const double t_mr_scores = time_ms(mlp_router);
   router_k = k;
   const std::string router_path = polar_cuda_mlp_router_path();
-  router_rank = 8;
-  const double t_mr_r8 = time_ms(mlp_router);
-  router_k = 0;
-  const double t_mr_r8_scores = time_ms(mlp_router);
-  router_k = k;
-  router_rank = rank;
-  mlp_router();  // the batch's own selection again in midx
+  // the router at rank 8 (~1 MB of weights): its fixed costs (launches, token sum, barriers, select), with and
+  // without the select; then the batch's own selection is put back in midx
+  auto router_probe = [&](double* full, double* scores) {
+    router_rank = 8;
+    *full = time_ms(mlp_router);
+    router_k = 0;
+    *scores = time_ms(mlp_router);
+    router_k = k;
+    router_rank = rank;
+    mlp_router();
+  };
+  double t_mr_r8 = 0, t_mr_r8_scores = 0;
+  router_probe(&t_mr_r8, &t_mr_r8_scores);
   if (g_sweep) {  // head router split-K (the tuning's router_splits; 0 = default heuristic)
     for (int sp : {0, 1, 4, 9, 18, 36, 72, 144}) {
       set_tuning([sp](polar_cuda_tuning& t) { t.router_splits = sp; });
@@ -766,12 +772,13 @@ static void bench_block() {
     attn_splits = 0;
     std::fflush(stdout);
   }
-  const double sparse_core = time_ms([&] {
+  auto sparse_step = [&] {
     head_router();
     attn(true);
     mlp_router();
     mlp_sparse();
-  });
+  };
+  const double sparse_core = time_ms(sparse_step);
   const double dense_core = time_ms([&] {
     attn(false);
     mlp_dense();
@@ -782,19 +789,9 @@ static void bench_block() {
   set_tuning([&tu0](polar_cuda_tuning& t) { t.router_fused = !tu0.router_fused; });
   const double t_mr_alt = time_ms(mlp_router);
   const std::string router_path_alt = polar_cuda_mlp_router_path();
-  router_rank = 8;
-  const double t_mr_alt_r8 = time_ms(mlp_router);
-  router_k = 0;
-  const double t_mr_alt_r8_scores = time_ms(mlp_router);
-  router_k = k;
-  router_rank = rank;
-  mlp_router();  // the batch's own selection again in midx
-  const double sparse_core_alt = time_ms([&] {
-    head_router();
-    attn(true);
-    mlp_router();
-    mlp_sparse();
-  });
+  double t_mr_alt_r8 = 0, t_mr_alt_r8_scores = 0;
+  router_probe(&t_mr_alt_r8, &t_mr_alt_r8_scores);
+  const double sparse_core_alt = time_ms(sparse_step);
   polar_cuda_set_tuning(&tu0);
   const double sparse_full = time_ms([&] {
     head_router();
