@@ -315,6 +315,12 @@ int launch_gemv(bool pdl, const void* A, int64_t lda, int rows, int K, const flo
 // ---- MLP router, LOGIT path as one kernel (router_fused.cuh) ----------------------------------------
 char g_router_path[200] = "none yet";
 
+// The fused kernel with a ring of r tasks per warp (6, 4 or 2).
+template <typename T>
+void (*router_fused_kernel(int r))(RfArgs) {
+  return r == 6 ? mlp_router_fused_kernel<T, 6> : r == 4 ? mlp_router_fused_kernel<T, 4> : mlp_router_fused_kernel<T, 2>;
+}
+
 // The fused kernel's grid (G CTAs, `per` scores each) and ring depth R (tasks in flight per warp: the deepest,
 // up to 4, whose shared memory fits); R = 0 where it cannot run, with the reason in g_router_path.
 template <typename T>
@@ -335,10 +341,8 @@ int router_fused_plan(const polar_cuda_mlp_router_params* p, const DevProps& dp,
   static const int ring_max = ring_env && *ring_env ? std::atoi(ring_env) : 4;
   for (int r : {6, 4, 2}) {
     if (r > ring_max) continue;
-    const void* fn = r == 6 ? (const void*)mlp_router_fused_kernel<T, 6>
-                   : r == 4 ? (const void*)mlp_router_fused_kernel<T, 4> : (const void*)mlp_router_fused_kernel<T, 2>;
     int occ = 0;
-    if (kernel_occupancy(fn, RF_THREADS, (int)rf_smem_bytes(r, *per), &occ)) return -1;
+    if (kernel_occupancy((const void*)router_fused_kernel<T>(r), RF_THREADS, (int)rf_smem_bytes(r, *per), &occ)) return -1;
     if (occ >= 1) {
       *R = r;
       std::snprintf(g_router_path, sizeof g_router_path, "fused: %d CTAs x %d threads, %d weight tasks in flight per warp", *G,
@@ -370,8 +374,7 @@ int mlp_router_fused(const polar_cuda_mlp_router_params* p, char* ws, size_t xs_
     static const bool late = late_env && *late_env && *late_env != '0';
     a.early = !late;
     const size_t sm = rf_smem_bytes(R, per);
-    if (launch_coop(pdl, R == 6 ? mlp_router_fused_kernel<T, 6> : R == 4 ? mlp_router_fused_kernel<T, 4> : mlp_router_fused_kernel<T, 2>,
-                    G, RF_THREADS, sm, st, a))
+    if (launch_coop(pdl, router_fused_kernel<T>(R), G, RF_THREADS, sm, st, a))
       return -1;
     *ran = true;
     return 0;

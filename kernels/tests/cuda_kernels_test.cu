@@ -634,8 +634,6 @@ int main(int argc, char** argv) {
   // routers
   for (polar_dtype dt : dts) {
     // LOGIT scores: the fused cooperative kernel (router_fused = 1), then the separate kernels (the default)
-    polar_cuda_tuning before;
-    polar_cuda_get_tuning(&before);
     for (int fused : {1, 0}) {
       set_tuning([fused](polar_cuda_tuning& t) { t.router_fused = fused; });
       test_mlp_router(dt, 1, 256, 64, 1000, 100, POLAR_CUDA_SCORE_LOGIT, seed++);
@@ -650,7 +648,7 @@ int main(int argc, char** argv) {
       }
       std::printf("# MLP router path: %s; cooperative launch: %s\n", polar_cuda_mlp_router_path(), polar_cuda_topk_launch_mode());
     }
-    polar_cuda_set_tuning(&before);
+    polar_cuda_set_tuning(&defaults);
     test_mlp_router(dt, 7, 128, 32, 520, 1, POLAR_CUDA_SCORE_SIGMOID, seed++);
     test_mlp_router(dt, 3, 128, 32, 300, 7, POLAR_CUDA_SCORE_SIGMOID, seed++, true);     // all ties, one CTA
     if (!g_quick) test_mlp_router(dt, 100, 256, 64, 3000, 3000, POLAR_CUDA_SCORE_SIGMOID, seed++);
