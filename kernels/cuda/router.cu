@@ -21,6 +21,7 @@
 #include <cstdlib>
 
 #include "common.cuh"
+#include "head_router.cuh"
 #include "router_fused.cuh"
 #include "router_select.cuh"
 #include "sel_gemm.cuh"
@@ -132,7 +133,7 @@ __global__ void __launch_bounds__(TK_THREADS) topk_kernel(float* __restrict__ sc
 // The multi-CTA select (router_select.cuh) over scores in memory. zero / nzero / clear: as topk_kernel's; the
 // state it used (st) is left zeroed too.
 __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(float* __restrict__ score, int n, int k, int32_t* out,
-                                                                 MtState* st, float* zero, int nzero, int clear) {
+                                                                 MtState* st, float* zero, int nzero, int clear, int cap) {
   const int tid = threadIdx.x, G = gridDim.x, c = blockIdx.x;
   const int per = (n + G - 1) / G;
   const int lo = min(n, c * per), hi = min(n, lo + per);
@@ -145,7 +146,7 @@ __global__ void __launch_bounds__(MT_THREADS) topk_multi_kernel(float* __restric
     key[j] = i < hi ? order_key(score[i]) : 0u;
     if (clear && i < hi) score[i] = 0.f;  // each score is read once, by this thread
   }
-  mt_select<MT_KPT>(key, lo, hi, k, out, st, nullptr, 0);
+  mt_select<MT_KPT>(key, lo, hi, k, out, st, nullptr, 0, cap);
 }
 
 // The multi-CTA select's grid for n scores, 0 where it does not apply (then one CTA selects).
@@ -206,23 +207,7 @@ __global__ void __launch_bounds__(HT_WARPS * 32) head_topk_kernel(float* __restr
     s[g] = a;
   }
   __syncwarp();
-  int base = 0;
-  for (int g0 = 0; g0 < kv; g0 += 32) {
-    const int g = g0 + lane;
-    bool sel = false;
-    if (g < kv) {
-      const float v = s[g];
-      int rank = 0;
-      for (int h = 0; h < kv; ++h) {
-        const float w = s[h];
-        rank += (w > v) || (w == v && h < g);
-      }
-      sel = rank < k;
-    }
-    const unsigned bal = __ballot_sync(0xffffffffu, sel);
-    if (sel) out[(int64_t)t * ld_idx + base + __popc(bal & ((1u << lane) - 1u))] = g;
-    base += __popc(bal);
-  }
+  head_select_row(s, kv, k, out + (int64_t)t * ld_idx, lane);
 }
 
 // ---- MLP router, LOGIT path: column sum of x, then GEMVs -------------------------------------------
@@ -369,6 +354,7 @@ int mlp_router_fused(const polar_cuda_mlp_router_params* p, char* ws, size_t xs_
     a.xs = reinterpret_cast<float*>(ws + xs_off);
     a.hf = reinterpret_cast<float*>(ws + hf_off);
     a.st = reinterpret_cast<MtState*>(ws + mt_off);
+    a.cap = tuning().select_cap;
     a.out_idx = p->out_idx; a.out_scores = p->out_scores; a.per = per;
     static const char* late_env = std::getenv("POLAR_CUDA_ROUTER_LATE");  // experiments (router_fused.cuh)
     static const bool late = late_env && *late_env && *late_env != '0';
@@ -454,6 +440,56 @@ int head_router_args(const polar_cuda_head_router_params* p, GemmArgs* g) {
   return 0;
 }
 
+char g_head_path[200] = "none yet";
+
+// The one-kernel head router's shape (head_router.cuh). splits = 0 where it does not apply, and why says why.
+struct HrPlan {
+  int up = 0, kc = 0, splits = 0, groups = 0;
+  size_t smem = 0, count_off = 0, total = 0;
+  char why[120] = "";
+};
+
+// K chunks of ~256 (the split-K GEMM's measured best for this router, see head_router_splits; tuning
+// router_splits sets the count for either path), capped so that a CTA's two tiles fit in 100 KB of shared
+// memory. Workspace: the fp32 sums [groups * HR_TOK, up], then one counter per token group.
+int head_router_plan(const polar_cuda_head_router_params* p, HrPlan* pl) {
+  *pl = HrPlan{};
+  if (!tuning().head_router_fused) {
+    std::snprintf(pl->why, sizeof pl->why, "tuning head_router_fused = 0");
+    return 0;
+  }
+  if (p->units > HR_MAXU) {
+    std::snprintf(pl->why, sizeof pl->why, "%d units (the one-kernel router takes at most %d)", p->units, HR_MAXU);
+    return 0;
+  }
+  DevProps dp;
+  if (dev_props(&dp)) return -1;
+  const int up = cdiv(p->units, 16) * 16;
+  const int budget = std::min(dp.smem_optin, 100 * 1024);
+  const int kmax = (budget / ((up + HR_TOK) * 2) - HR_PAD) / HR_KSTEP * HR_KSTEP;
+  const int want = tuning().router_splits > 0 ? tuning().router_splits : cdiv(p->d, 256);
+  const int kc = std::min(kmax, cdiv(cdiv(p->d, want), HR_KSTEP) * HR_KSTEP);
+  const size_t smem = hr_smem_bytes(up, kc);
+  int occ = 0;
+  if (kc >= HR_KSTEP && with_dtype(p->dtype, "polar_cuda_head_router", [&](auto t) {
+        using T = decltype(t);
+        return kernel_occupancy((const void*)head_router_kernel<T>, HR_THREADS, (int)smem, &occ);
+      }))
+    return -1;
+  if (occ < 1) {
+    std::snprintf(pl->why, sizeof pl->why, "its %zu bytes of shared memory do not fit on this GPU", smem);
+    return 0;
+  }
+  pl->up = up;
+  pl->kc = kc;
+  pl->splits = cdiv(p->d, kc);
+  pl->groups = cdiv(p->m, HR_TOK);
+  pl->smem = smem;
+  pl->count_off = align_up((size_t)pl->groups * HR_TOK * up * 4, 256);
+  pl->total = pl->count_off + align_up((size_t)pl->groups * 4, 256);
+  return 0;
+}
+
 }  // namespace
 }  // namespace polar_cuda
 
@@ -524,7 +560,7 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
   bool scores_left = false;
   if (G > 0) {
     if (launch_coop(pdl, topk_multi_kernel, G, MT_THREADS, 0, st, scores, p->ffn, p->k, p->out_idx,
-                    reinterpret_cast<MtState*>(ws + L.mt_off), zero, nzero, (int)!p->out_scores))
+                    reinterpret_cast<MtState*>(ws + L.mt_off), zero, nzero, (int)!p->out_scores, tuning().select_cap))
       return -1;
   } else {  // one CTA, with the keys in shared memory when they fit
     const int sm = p->ffn * 4;
@@ -544,25 +580,56 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
   return 0;
 }
 
+extern "C" const char* polar_cuda_head_router_path(void) { return g_head_path; }
+
 extern "C" size_t polar_cuda_head_router_workspace(const polar_cuda_head_router_params* p) {
   GemmArgs g;
   size_t n = 0;
-  if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), nullptr, nullptr, 0, &n, "polar_cuda_head_router"))
+  HrPlan pl;
+  if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), nullptr, nullptr, 0, &n, "polar_cuda_head_router") ||
+      head_router_plan(p, &pl))
     return 0;
-  return align_up(n, 256) + (p->out_logits ? 0 : align_up((size_t)p->m * p->units * 4, 256));
+  // either path's: the path is chosen per call (tuning, device), the caller sizes once
+  return std::max(align_up(n, 256) + (p->out_logits ? 0 : align_up((size_t)p->m * p->units * 4, 256)), pl.total);
 }
 
 extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
   GemmArgs g;
   size_t n = 0;
-  if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), nullptr, nullptr, 0, &n, "polar_cuda_head_router"))
+  HrPlan pl;
+  if (head_router_args(p, &g) || head_router_plan(p, &pl)) return -1;
+  char* ws = static_cast<char*>(p->workspace);
+  cudaStream_t st = (cudaStream_t)p->stream;
+  DevProps dp;
+  if (dev_props(&dp)) return -1;
+  if (pl.splits > 0) {
+    POLAR_REQ(p->workspace && p->workspace_bytes >= pl.total,
+              "polar_cuda_head_router: expected a workspace of at least %zu bytes, received %zu", pl.total, p->workspace_bytes);
+    HrArgs a{};
+    a.x = p->x; a.ldx = p->ldx; a.w = p->w; a.b = p->b;
+    a.m = p->m; a.d = p->d; a.units = p->units; a.up = pl.up;
+    a.kv = p->kv_heads; a.per = p->units / p->kv_heads; a.k = p->k;
+    a.kc = pl.kc; a.splits = pl.splits;
+    a.out = p->out_idx; a.ld_idx = p->ld_idx; a.out_logits = p->out_logits;
+    a.acc = reinterpret_cast<float*>(ws);
+    a.count = reinterpret_cast<unsigned*>(ws + pl.count_off);
+    // a programmatic dependent of the kernel before it (sm_90): the weight tile loads overlap that kernel's tail
+    if (with_dtype(p->dtype, "polar_cuda_head_router", [&](auto t) {
+          using T = decltype(t);
+          POLAR_CU(launch_ex(pdl_on(dp), false, head_router_kernel<T>, dim3(pl.splits, pl.groups), HR_THREADS, pl.smem, st, a));
+          return 0;
+        }))
+      return -1;
+    std::snprintf(g_head_path, sizeof g_head_path, "one kernel: %d K chunks of %d x %d token groups", pl.splits, pl.kc, pl.groups);
+    return 0;
+  }
+  std::snprintf(g_head_path, sizeof g_head_path, "GEMM + top-k kernel: %s", pl.why);
+  if (gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), nullptr, nullptr, 0, &n, "polar_cuda_head_router"))
     return -1;
   const size_t gws = align_up(n, 256);
   const size_t total = gws + (p->out_logits ? 0 : align_up((size_t)p->m * p->units * 4, 256));
   POLAR_REQ(total == 0 || (p->workspace && p->workspace_bytes >= total),
             "polar_cuda_head_router: expected a workspace of at least %zu bytes, received %zu", total, p->workspace_bytes);
-  char* ws = static_cast<char*>(p->workspace);
-  cudaStream_t st = (cudaStream_t)p->stream;
   float* logits = p->out_logits ? p->out_logits : reinterpret_cast<float*>(ws + gws);
   g.C = logits;
   if (gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), st, ws, gws, nullptr, "polar_cuda_head_router")) return -1;
@@ -572,12 +639,9 @@ extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
   }
   const int per_group = p->units / p->kv_heads;
   const size_t sm = (size_t)HT_WARPS * p->kv_heads * 4;
-  DevProps dp;
-  if (dev_props(&dp)) return -1;
   // a programmatic dependent of the GEMM (sm_90); it zeroes the internal logits as it reads them, so the
   // workspace is left zero-filled, as every call does
   POLAR_CU(launch_ex(pdl_on(dp), false, head_topk_kernel, cdiv(p->m, HT_WARPS), HT_WARPS * 32, sm, st, logits,
                      (int64_t)p->units, p->m, p->kv_heads, per_group, p->k, p->out_idx, p->ld_idx, (int)!p->out_logits));
   return 0;
 }
-

@@ -69,6 +69,7 @@ struct RfArgs {
   float* out_scores;  // optional [ffn]
   int per;            // fc2 rows (scores) per CTA
   int early;          // 1: the ring's first tasks are issued before the wait for x (0: after the token sum)
+  int cap;            // mt_select's two-barrier limit (tuning select_cap)
 };
 
 // Shared memory: the rings (RF_WARPS x R slots) and the CTA's scores.
@@ -231,7 +232,7 @@ __global__ void __launch_bounds__(RF_THREADS, 1) mlp_router_fused_kernel(const R
       const int i = tid * RF_KPT + j;
       key[j] = i < nrows ? order_key(sacc[i]) : 0u;
     }
-    mt_select<RF_KPT>(key, lo, lo + nrows, a.k, a.out_idx, a.st, a.hf, a.rank);
+    mt_select<RF_KPT>(key, lo, lo + nrows, a.k, a.out_idx, a.st, a.hf, a.rank, a.cap);
   } else {
     if (a.k >= a.ffn)
       for (int i = tid; i < nrows; i += RF_THREADS) a.out_idx[lo + i] = lo + i;

@@ -296,7 +296,9 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_STORE_REDUCE (plain-store split-K reduction), POLAR_CUDA_NO_PDL (no programmatic dependent
 // launch), POLAR_CUDA_ROUTER_SPLITS (the head router's split-K count), POLAR_CUDA_CLUSTER_REDUCE=0 (split-K
 // always through the workspace), POLAR_CUDA_PLAN=h100|h200 (the per-GPU planner choices, see PlanProfile),
-// POLAR_CUDA_ROUTER_FUSED=1 (the MLP router's LOGIT path as one cooperative kernel, router_fused.cuh).
+// POLAR_CUDA_ROUTER_FUSED=1 (the MLP router's LOGIT path as one cooperative kernel, router_fused.cuh),
+// POLAR_CUDA_HEAD_ROUTER_FUSED=1 (the head router as one kernel, head_router.cuh, instead of split-K GEMM + top-k),
+// POLAR_CUDA_SELECT_CAP (the multi-CTA top-k's two-barrier limit, router_select.cuh; 0 = always three passes).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -330,6 +332,8 @@ polar_cuda_tuning& tune() {
     const char* pp = std::getenv("POLAR_CUDA_PLAN");
     d.plan_profile = pp && !std::strcmp(pp, "h100") ? 1 : pp && !std::strcmp(pp, "h200") ? 2 : 0;
     d.router_fused = env_int("POLAR_CUDA_ROUTER_FUSED", 0) ? 1 : 0;
+    d.head_router_fused = env_int("POLAR_CUDA_HEAD_ROUTER_FUSED", 0) ? 1 : 0;  // measured slower, docs/benchmarks.md
+    d.select_cap = std::min(8192, std::max(0, env_int("POLAR_CUDA_SELECT_CAP", 8192)));  // 8192: MT_CAP (router_select.cuh)
     return d;
   }();
   return t;
@@ -713,4 +717,6 @@ extern "C" void polar_cuda_set_tuning(const polar_cuda_tuning* t) {
   if (t->cluster_reduce == 0 || t->cluster_reduce == 1) c.cluster_reduce = t->cluster_reduce;
   if (t->plan_profile >= 0 && t->plan_profile <= 2) c.plan_profile = t->plan_profile;
   if (t->router_fused == 0 || t->router_fused == 1) c.router_fused = t->router_fused;
+  if (t->head_router_fused == 0 || t->head_router_fused == 1) c.head_router_fused = t->head_router_fused;
+  if (t->select_cap >= 0 && t->select_cap <= 8192) c.select_cap = t->select_cap;
 }

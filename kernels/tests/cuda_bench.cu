@@ -743,6 +743,7 @@ static void bench_block() {
   const double t_mr_scores = time_ms(mlp_router);
   router_k = k;
   const std::string router_path = polar_cuda_mlp_router_path();
+  const std::string head_path = polar_cuda_head_router_path();
   // the router at rank 8 (~1 MB of weights): its fixed costs (launches, token sum, barriers, select), with and
   // without the select; then the batch's own selection is put back in midx
   auto router_probe = [&](double* full, double* scores) {
@@ -759,8 +760,9 @@ static void bench_block() {
   if (g_sweep) {  // head router split-K (the tuning's router_splits; 0 = default heuristic)
     for (int sp : {0, 1, 4, 9, 18, 36, 72, 144}) {
       set_tuning([sp](polar_cuda_tuning& t) { t.router_splits = sp; });
-      std::printf("{\"bench\":\"sweep_head_router\",\"model\":\"opt-66b\",\"batch\":%d,\"splits\":%d,\"ms\":%s}\n", B, sp,
-                  jnum(time_ms(head_router)).c_str());
+      const double t = time_ms(head_router);
+      std::printf("{\"bench\":\"sweep_head_router\",\"model\":\"opt-66b\",\"batch\":%d,\"splits\":%d,\"ms\":%s,\"path\":\"%s\"}\n", B, sp,
+                  jnum(t).c_str(), polar_cuda_head_router_path());
     }
     set_tuning([](polar_cuda_tuning& t) { t.router_splits = 0; });
     for (int sp : {1, 2, 3, 4, 5, 6, 10}) {  // attention split-K, sparse and dense
@@ -793,6 +795,20 @@ static void bench_block() {
   router_probe(&t_mr_alt_r8, &t_mr_alt_r8_scores);
   const double sparse_core_alt = time_ms(sparse_step);
   polar_cuda_set_tuning(&tu0);
+  // and with the head router on its other path (tuning head_router_fused flipped)
+  set_tuning([&tu0](polar_cuda_tuning& t) { t.head_router_fused = !tu0.head_router_fused; });
+  const double t_hr_alt = time_ms(head_router);
+  const std::string head_path_alt = polar_cuda_head_router_path();
+  const double sparse_core_hr_alt = time_ms(sparse_step);
+  polar_cuda_set_tuning(&tu0);
+  head_router();  // the default path's selection back in hidx
+  // and with the MLP router's select always on its three-pass path (tuning select_cap = 0)
+  set_tuning([](polar_cuda_tuning& t) { t.select_cap = 0; });
+  const double t_mr_3p = time_ms(mlp_router);
+  double t_mr_3p_r8 = 0, t_mr_3p_r8_scores = 0;
+  router_probe(&t_mr_3p_r8, &t_mr_3p_r8_scores);
+  const double sparse_core_3p = time_ms(sparse_step);
+  polar_cuda_set_tuning(&tu0);
   const double sparse_full = time_ms([&] {
     head_router();
     qkv_proj();
@@ -812,18 +828,21 @@ static void bench_block() {
       "\"mlp_density\":%g,\"k\":%d,\"router_rank\":%d,\"attn_mlp_sparse_ms\":%s,\"attn_mlp_dense_ms\":%s,\"attn_mlp_speedup\":%s,"
       "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"mlp_router_path\":\"%s\","
       "\"router_other_path\":{\"path\":\"%s\",\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
+      "\"select_three_pass\":{\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},\"head_router_path\":\"%s\",\"head_router_other_path\":{\"path\":\"%s\",\"head_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
       "\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
       g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", polar_cuda_topk_launch_mode(), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
-      router_path.c_str(), router_path_alt.c_str(), jnum(t_mr_alt).c_str(), jnum(sparse_core_alt).c_str(), jnum(t_hr).c_str(),
+      router_path.c_str(), router_path_alt.c_str(), jnum(t_mr_alt).c_str(), jnum(sparse_core_alt).c_str(), jnum(t_mr_3p).c_str(),
+      jnum(sparse_core_3p).c_str(), head_path.c_str(),
+      head_path_alt.c_str(), jnum(t_hr_alt).c_str(), jnum(sparse_core_hr_alt).c_str(), jnum(t_hr).c_str(),
       jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());
   // the MLP router's fixed costs (launches, token sum, barriers, select): rank 8, ~1 MB of weights
   std::printf("{\"bench\":\"router_probe\",\"model\":\"opt-66b\",\"batch\":%d,\"rank\":8,\"path\":\"%.5s\",\"ms\":%s,\"scores_ms\":%s,"
-              "\"other_path\":\"%.5s\",\"other_ms\":%s,\"other_scores_ms\":%s}\n",
+              "\"other_path\":\"%.5s\",\"other_ms\":%s,\"other_scores_ms\":%s,\"select_three_pass_ms\":%s}\n",
               B, router_path.c_str(), jnum(t_mr_r8).c_str(), jnum(t_mr_r8_scores).c_str(), router_path_alt.c_str(), jnum(t_mr_alt_r8).c_str(),
-              jnum(t_mr_alt_r8_scores).c_str());
+              jnum(t_mr_alt_r8_scores).c_str(), jnum(t_mr_3p_r8).c_str());
   std::fflush(stdout);
   std::fprintf(stderr, "block opt-66b B=64 S=1920: attn+MLP sparse %.4f ms vs dense %.4f ms (x%.2f); with QKV/out proj %.4f vs %.4f (x%.2f)\n",
                sparse_core, dense_core, dense_core / sparse_core, sparse_full, dense_full, dense_full / sparse_full);

@@ -318,13 +318,37 @@ static bool topk_valid(const std::vector<double>& score, const std::vector<int32
   return k == 0 || k == (int)score.size() || minin >= maxout - tol;
 }
 
-// ties: fc2 = 0, so every score is 0 and the selection must be the k lowest indices
-static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int k, int score, uint64_t seed, bool ties = false) {
+// The exact top-k of score (ties: lower index first), ascending: what the kernels' select must return over
+// the scores it computed.
+static std::vector<int32_t> topk_exact(const std::vector<double>& score, int k) {
+  std::vector<int32_t> o(score.size());
+  for (size_t i = 0; i < o.size(); ++i) o[i] = (int32_t)i;
+  std::stable_sort(o.begin(), o.end(), [&](int32_t a, int32_t b) { return score[a] > score[b]; });
+  o.resize(k);
+  std::sort(o.begin(), o.end());
+  return o;
+}
+
+// Router inputs: RANDOM; TIES: fc2 = 0, every score is 0 and the selection must be the k lowest indices;
+// CLUSTER: the scores are exactly fc2[:, 0] (x and fc1 pick one coordinate), 30% of them 20 values in [1, 1.15)
+// (one top-11-bit bin of the select, each value repeated: ties at the k-th), the rest negative
+enum RouterInputs { RANDOM, TIES, CLUSTER };
+static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int k, int score, uint64_t seed,
+                            RouterInputs mode = RANDOM) {
   Rng r(seed);
+  const bool ties = mode == TIES;
   T16 x(dt, (size_t)m * d), f1(dt, (size_t)rank * d), f2(dt, (size_t)ffn * rank);
   x.fill_normal(r, 1.0);
   f1.fill_normal(r, 1.0 / std::sqrt((double)d));
   f2.fill_normal(r, ties ? 0.0 : 1.0 / std::sqrt((double)rank));
+  if (mode == CLUSTER) {
+    std::fill(x.h.begin(), x.h.end(), 0.f);
+    std::fill(f1.h.begin(), f1.h.end(), 0.f);
+    std::fill(f2.h.begin(), f2.h.end(), 0.f);
+    x.h[0] = f1.h[0] = 1.f;
+    const int ncl = ffn * 3 / 10;
+    for (int f = 0; f < ffn; ++f) f2.h[(size_t)f * rank] = f < ncl ? 1.f + (f % 20) / 128.f : -1.f - (f % 97) / 128.f;
+  }
   x.upload();
   f1.upload();
   f2.upload();
@@ -390,6 +414,7 @@ static void test_mlp_router(polar_dtype dt, int m, int d, int rank, int ffn, int
   // top-k over the kernel's own scores must be exact; over the reference within tolerance
   std::vector<double> scd(sc.begin(), sc.end());
   report(topk_valid(scd, sel, k, 0.0), std::string("topk ") + tag, 0, 0);
+  report(sel == topk_exact(scd, k), std::string("topk exact over its scores, ties to the lower index ") + tag, 0, 0);
   if (ties) {
     bool low = true;
     for (int i = 0; i < k; ++i) low &= sel[i] == i;
@@ -457,19 +482,24 @@ static void test_head_router(polar_dtype dt, int m, int d, int hq, int hkv, bool
   report(topk_ok, std::string("topk ") + tag, 0, 0);
   // again with the logits in the workspace (the select zeroes them as it reads them): a valid selection over the
   // first call's logits, and the workspace back to zero
+  // Twice on the same workspace, idx reset in between: the second call finds it as the first left it
   p.out_logits = nullptr;
   DBuf ws2(polar_cuda_head_router_workspace(&p));  // zero-filled
   p.workspace = ws2.d;
   p.workspace_bytes = ws2.bytes;
-  PK(polar_cuda_head_router(&p));
-  CK(cudaDeviceSynchronize());
-  CK(cudaMemcpy(sel.data(), didx.d, sel.size() * 4, cudaMemcpyDeviceToHost));
-  bool ok2 = true;
-  for (int t = 0; t < m; ++t) {
-    std::vector<int32_t> st(sel.begin() + (size_t)t * ld, sel.begin() + (size_t)t * ld + k);
-    ok2 &= topk_valid(gks[t], st, k, 1e-4 * (mx + 1));
+  for (int call = 0; call < 2; ++call) {
+    CK(cudaMemset(didx.d, 0xff, didx.bytes));
+    PK(polar_cuda_head_router(&p));
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(sel.data(), didx.d, sel.size() * 4, cudaMemcpyDeviceToHost));
+    bool ok2 = true;
+    for (int t = 0; t < m; ++t) {
+      std::vector<int32_t> st(sel.begin() + (size_t)t * ld, sel.begin() + (size_t)t * ld + k);
+      ok2 &= topk_valid(gks[t], st, k, 1e-4 * (mx + 1));
+      for (int j = k; j < ld; ++j) ok2 &= sel[(size_t)t * ld + j] == -1;  // nothing past k written
+    }
+    report(ok2, std::string(call ? "topk, second call on that workspace " : "topk, logits in the workspace ") + tag, 0, 0);
   }
-  report(ok2, std::string("topk, logits in the workspace ") + tag, 0, 0);
   report_ws_zeroed(ws2, tag);
 }
 
@@ -638,26 +668,46 @@ int main(int argc, char** argv) {
       set_tuning([fused](polar_cuda_tuning& t) { t.router_fused = fused; });
       test_mlp_router(dt, 1, 256, 64, 1000, 100, POLAR_CUDA_SCORE_LOGIT, seed++);
       test_mlp_router(dt, 33, 2056, 1040, 777, 50, POLAR_CUDA_SCORE_LOGIT, seed++);  // split GEMV segments, partial token block
-      test_mlp_router(dt, 5, 256, 64, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // multi-CTA select (36 CTAs)
-      test_mlp_router(dt, 3, 128, 32, 20000, 777, POLAR_CUDA_SCORE_LOGIT, seed++, true);  // all ties, multi-CTA
+      // multi-CTA select: the two-barrier path where the k-th key's bin is small (select_cap 8192, the default),
+      // the three-pass path (cap 0, and past the cap)
+      for (int cap : {8192, 0}) {
+        set_tuning([cap](polar_cuda_tuning& t) { t.select_cap = cap; });
+        std::printf("# select_cap %d\n", cap);
+        test_mlp_router(dt, 5, 256, 64, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // 36 CTAs
+        test_mlp_router(dt, 3, 128, 32, 20000, 777, POLAR_CUDA_SCORE_LOGIT, seed++, TIES);  // all ties
+        test_mlp_router(dt, 3, 128, 32, 20000, 1001, POLAR_CUDA_SCORE_LOGIT, seed++, CLUSTER);  // 6000 in the bin
+        test_mlp_router(dt, 2, 64, 16, 36864, 5000, POLAR_CUDA_SCORE_LOGIT, seed++, CLUSTER);   // 11059: past the cap
+        if (!g_quick) test_mlp_router(dt, 64, 9216, 1024, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // OPT-66B's router at batch 64
+      }
+      set_tuning([](polar_cuda_tuning& t) { t.select_cap = 8192; });
       test_mlp_router(dt, 2, 256, 64, 5000, 5000, POLAR_CUDA_SCORE_LOGIT, seed++);  // k = ffn: every row
       test_mlp_router(dt, 2, 256, 64, 5000, 0, POLAR_CUDA_SCORE_LOGIT, seed++);     // k = 0: scores only
       if (!g_quick) {
         test_mlp_router(dt, 64, 512, 128, 4096, 2048, POLAR_CUDA_SCORE_LOGIT, seed++);
-        test_mlp_router(dt, 64, 9216, 1024, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // OPT-66B's router at batch 64
       }
       std::printf("# MLP router path: %s; cooperative launch: %s\n", polar_cuda_mlp_router_path(), polar_cuda_topk_launch_mode());
     }
     polar_cuda_set_tuning(&defaults);
     test_mlp_router(dt, 7, 128, 32, 520, 1, POLAR_CUDA_SCORE_SIGMOID, seed++);
-    test_mlp_router(dt, 3, 128, 32, 300, 7, POLAR_CUDA_SCORE_SIGMOID, seed++, true);     // all ties, one CTA
+    test_mlp_router(dt, 3, 128, 32, 300, 7, POLAR_CUDA_SCORE_SIGMOID, seed++, TIES);     // all ties, one CTA
     if (!g_quick) test_mlp_router(dt, 100, 256, 64, 3000, 3000, POLAR_CUDA_SCORE_SIGMOID, seed++);
-    test_head_router(dt, 5, 256, 32, 32, false, 10, seed++);
-    test_head_router(dt, 37, 128, 32, 8, true, 4, seed++);
-    if (!g_quick) {
-      test_head_router(dt, 64, 1024, 72, 72, false, 22, seed++);
-      test_head_router(dt, 3, 256, 64, 8, false, 8, seed++);
+    // head router: the one kernel (head_router_fused = 1), then the split-K GEMM + top-k kernel (the default)
+    for (int fused : {1, 0}) {
+      set_tuning([fused](polar_cuda_tuning& t) { t.head_router_fused = fused; });
+      test_head_router(dt, 5, 256, 32, 32, false, 10, seed++);
+      test_head_router(dt, 37, 128, 32, 8, true, 4, seed++);
+      test_head_router(dt, 130, 520, 40, 40, false, 12, seed++);  // 3 token groups, the last partial; d % 32 != 0
+      test_head_router(dt, 9, 136, 24, 24, false, 0, seed++);     // k = 0: logits only
+      if (!g_quick) {
+        test_head_router(dt, 64, 1024, 72, 72, false, 22, seed++);
+        test_head_router(dt, 3, 256, 64, 8, false, 8, seed++);
+        test_head_router(dt, 64, 9216, 72, 72, false, 22, seed++);  // OPT-66B's at batch 64 (36 K chunks)
+        test_head_router(dt, 17, 4096, 64, 8, true, 5, seed++);     // LLaMA-70B-like GQA: query heads scored
+        test_head_router(dt, 4, 256, 160, 160, false, 50, seed++);  // > 128 units: the GEMM path either way
+      }
+      std::printf("# head router path: %s\n", polar_cuda_head_router_path());
     }
+    polar_cuda_set_tuning(&defaults);
   }
 
   // dense baseline

@@ -149,6 +149,8 @@ typedef struct {
 } polar_cuda_head_router_params;
 size_t polar_cuda_head_router_workspace(const polar_cuda_head_router_params* p);
 int polar_cuda_head_router(const polar_cuda_head_router_params* p);
+// Which path the last polar_cuda_head_router call took: "one kernel: <shape>" or "GEMM + top-k kernel: <why>".
+const char* polar_cuda_head_router_path(void);
 
 // ---- dense baselines -----------------------------------------------------------------------------
 // cuBLASLt GEMM with fused epilogue:  y[i, :] = act( x[i, :] . op(w) + bias )
@@ -181,7 +183,7 @@ int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, s
 // Experimental tuning of the selective GEMMs and the head router, for benchmarks and tests (not thread-safe
 // against calls in flight). Initial values come from the environment (POLAR_CUDA_MMA_STAGES, _SPLIT_PENALTY,
 // _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE, _PLAN = h100 | h200,
-// _ROUTER_FUSED).
+// _ROUTER_FUSED, _HEAD_ROUTER_FUSED, _SELECT_CAP).
 // polar_cuda_set_tuning changes each field that is in its range and keeps the others
 // (polar_cuda_tuning_unchanged() has every field out of range).
 typedef struct {
@@ -204,9 +206,15 @@ typedef struct {
   int router_fused;      // MLP router, LOGIT scores: 0 (default) separate kernels; 1 one cooperative kernel (token
                          // sum, both GEMVs, top-k) where it fits on the GPU (measured slower on an H200, see
                          // docs/benchmarks.md)
+  int head_router_fused; // head router: 0 (default) the split-K GEMM, then a top-k kernel; 1 one kernel (split-K
+                         // mma.sync, top-k in the last CTA of each 16 tokens) where the units are <= 128 (measured
+                         // slower on an H200, see docs/benchmarks.md)
+  int select_cap;        // MLP router's multi-CTA top-k: the most keys in the k-th key's top-11-bit bin for which it
+                         // finishes in each CTA after two grid barriers (default and at most 8192); 0: always three
+                         // global radix passes and four barriers
 } polar_cuda_tuning;
 static inline polar_cuda_tuning polar_cuda_tuning_unchanged(void) {
-  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
   return t;
 }
 void polar_cuda_get_tuning(polar_cuda_tuning* t);
