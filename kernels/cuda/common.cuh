@@ -153,6 +153,34 @@ __device__ __forceinline__ void griddep_wait_and_release() {
   griddep_release();
 }
 
+// Thread-block cluster barrier (sm_90; every thread of every CTA of the cluster): release/acquire, so shared
+// memory written before it is visible to the cluster's reads after it. Split into its two halves where work
+// can go on between them (a CTA must not exit while another CTA may still read its shared memory).
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_sync_all() {
+  cluster_arrive();
+  cluster_wait();
+}
+// The float at shared-memory address a (this CTA's layout) in the shared memory of cluster CTA rank (sm_90).
+__device__ __forceinline__ float ld_dsmem_f32(uint32_t a, uint32_t rank) {
+  float v = 0.f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t ra;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(ra) : "r"(a), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];\n" : "=f"(v) : "r"(ra) : "memory");
+#endif
+  return v;
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }

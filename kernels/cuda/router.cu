@@ -442,18 +442,19 @@ int head_router_args(const polar_cuda_head_router_params* p, GemmArgs* g) {
 
 char g_head_path[200] = "none yet";
 
-// The one-kernel head router's shape (head_router.cuh). splits = 0 where it does not apply, and why says why.
+// The one-kernel head router's shape (head_router.cuh). C = 0 where it does not apply, and why says why.
 struct HrPlan {
-  int up = 0, kc = 0, splits = 0, groups = 0;
-  size_t smem = 0, count_off = 0, total = 0;
+  int up = 0, kc = 0, C = 0, groups = 0;
+  size_t smem = 0;
   char why[120] = "";
 };
 
-// K chunks of ~256 (the split-K GEMM's measured best for this router, see head_router_splits; tuning
-// router_splits sets the count for either path), capped so that a CTA's two tiles fit in 100 KB of shared
-// memory. Workspace: the fp32 sums [groups * HR_TOK, up], then one counter per token group.
+// The largest cluster (16, 8, 4, 2, 1) that leaves each CTA at least 256 of K (a chunk of 576 at OPT-66B's
+// d = 9216) and fits on the GPU with its tiles in shared memory.
 int head_router_plan(const polar_cuda_head_router_params* p, HrPlan* pl) {
   *pl = HrPlan{};
+  DevProps dp;
+  if (dev_props(&dp)) return -1;
   if (!tuning().head_router_fused) {
     std::snprintf(pl->why, sizeof pl->why, "tuning head_router_fused = 0");
     return 0;
@@ -462,31 +463,38 @@ int head_router_plan(const polar_cuda_head_router_params* p, HrPlan* pl) {
     std::snprintf(pl->why, sizeof pl->why, "%d units (the one-kernel router takes at most %d)", p->units, HR_MAXU);
     return 0;
   }
-  DevProps dp;
-  if (dev_props(&dp)) return -1;
-  const int up = cdiv(p->units, 16) * 16;
-  const int budget = std::min(dp.smem_optin, 100 * 1024);
-  const int kmax = (budget / ((up + HR_TOK) * 2) - HR_PAD) / HR_KSTEP * HR_KSTEP;
-  const int want = tuning().router_splits > 0 ? tuning().router_splits : cdiv(p->d, 256);
-  const int kc = std::min(kmax, cdiv(cdiv(p->d, want), HR_KSTEP) * HR_KSTEP);
-  const size_t smem = hr_smem_bytes(up, kc);
-  int occ = 0;
-  if (kc >= HR_KSTEP && with_dtype(p->dtype, "polar_cuda_head_router", [&](auto t) {
-        using T = decltype(t);
-        return kernel_occupancy((const void*)head_router_kernel<T>, HR_THREADS, (int)smem, &occ);
-      }))
-    return -1;
-  if (occ < 1) {
-    std::snprintf(pl->why, sizeof pl->why, "its %zu bytes of shared memory do not fit on this GPU", smem);
+  if (dp.major < 9) {
+    std::snprintf(pl->why, sizeof pl->why, "thread-block clusters need sm_90");
     return 0;
   }
-  pl->up = up;
-  pl->kc = kc;
-  pl->splits = cdiv(p->d, kc);
-  pl->groups = cdiv(p->m, HR_TOK);
-  pl->smem = smem;
-  pl->count_off = align_up((size_t)pl->groups * HR_TOK * up * 4, 256);
-  pl->total = pl->count_off + align_up((size_t)pl->groups * 4, 256);
+  const int up = cdiv(p->units, 16) * 16;
+  int C = HR_MAXC;
+  while (C > 1 && p->d < 256 * C) C /= 2;
+  for (; C >= 1; C /= 2) {
+    const int kc = cdiv(cdiv(p->d, C), 16) * 16;
+    const size_t smem = hr_smem_bytes(up, kc);
+    int n = 0;
+    if (with_dtype(p->dtype, "polar_cuda_head_router", [&](auto t) {
+          using T = decltype(t);
+          const void* fn = (const void*)head_router_kernel<T>;
+          // 16 is a non-portable cluster size: allowed per kernel (an error here just rules it out)
+          if (C > 8 && cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+            cudaGetLastError();
+            return 0;
+          }
+          return cluster_occupancy(fn, HR_THREADS, (int)smem, C, &n);
+        }))
+      return -1;
+    if (n >= 1) {
+      pl->up = up;
+      pl->kc = kc;
+      pl->C = C;
+      pl->groups = cdiv(p->m, HR_TOK);
+      pl->smem = smem;
+      return 0;
+    }
+  }
+  std::snprintf(pl->why, sizeof pl->why, "no cluster of its tiles fits in shared memory on this GPU");
   return 0;
 }
 
@@ -589,8 +597,8 @@ extern "C" size_t polar_cuda_head_router_workspace(const polar_cuda_head_router_
   if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), nullptr, nullptr, 0, &n, "polar_cuda_head_router") ||
       head_router_plan(p, &pl))
     return 0;
-  // either path's: the path is chosen per call (tuning, device), the caller sizes once
-  return std::max(align_up(n, 256) + (p->out_logits ? 0 : align_up((size_t)p->m * p->units * 4, 256)), pl.total);
+  // the GEMM path's (the one-kernel path needs none): the path is chosen per call (tuning, device)
+  return align_up(n, 256) + (p->out_logits ? 0 : align_up((size_t)p->m * p->units * 4, 256));
 }
 
 extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
@@ -602,25 +610,30 @@ extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
   cudaStream_t st = (cudaStream_t)p->stream;
   DevProps dp;
   if (dev_props(&dp)) return -1;
-  if (pl.splits > 0) {
-    POLAR_REQ(p->workspace && p->workspace_bytes >= pl.total,
-              "polar_cuda_head_router: expected a workspace of at least %zu bytes, received %zu", pl.total, p->workspace_bytes);
+  if (pl.C > 0) {
     HrArgs a{};
     a.x = p->x; a.ldx = p->ldx; a.w = p->w; a.b = p->b;
     a.m = p->m; a.d = p->d; a.units = p->units; a.up = pl.up;
     a.kv = p->kv_heads; a.per = p->units / p->kv_heads; a.k = p->k;
-    a.kc = pl.kc; a.splits = pl.splits;
+    a.kc = pl.kc;
     a.out = p->out_idx; a.ld_idx = p->ld_idx; a.out_logits = p->out_logits;
-    a.acc = reinterpret_cast<float*>(ws);
-    a.count = reinterpret_cast<unsigned*>(ws + pl.count_off);
     // a programmatic dependent of the kernel before it (sm_90): the weight tile loads overlap that kernel's tail
     if (with_dtype(p->dtype, "polar_cuda_head_router", [&](auto t) {
           using T = decltype(t);
-          POLAR_CU(launch_ex(pdl_on(dp), false, head_router_kernel<T>, dim3(pl.splits, pl.groups), HR_THREADS, pl.smem, st, a));
+          cudaLaunchConfig_t cfg = {};
+          cfg.gridDim = dim3(pl.groups, pl.C);
+          cfg.blockDim = dim3(HR_THREADS);
+          cfg.dynamicSmemBytes = pl.smem;
+          cfg.stream = st;
+          cudaLaunchAttribute at[3];
+          cfg.attrs = at;
+          cfg.numAttrs = launch_attrs(at, pdl_on(dp), false, pl.C);
+          POLAR_CU(cudaLaunchKernelEx(&cfg, head_router_kernel<T>, a));
           return 0;
         }))
       return -1;
-    std::snprintf(g_head_path, sizeof g_head_path, "one kernel: %d K chunks of %d x %d token groups", pl.splits, pl.kc, pl.groups);
+    std::snprintf(g_head_path, sizeof g_head_path, "one kernel: clusters of %d CTAs (K chunks of %d) x %d token groups", pl.C, pl.kc,
+                  pl.groups);
     return 0;
   }
   std::snprintf(g_head_path, sizeof g_head_path, "GEMM + top-k kernel: %s", pl.why);

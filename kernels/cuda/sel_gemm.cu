@@ -297,7 +297,7 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // launch), POLAR_CUDA_ROUTER_SPLITS (the head router's split-K count), POLAR_CUDA_CLUSTER_REDUCE=0 (split-K
 // always through the workspace), POLAR_CUDA_PLAN=h100|h200 (the per-GPU planner choices, see PlanProfile),
 // POLAR_CUDA_ROUTER_FUSED=1 (the MLP router's LOGIT path as one cooperative kernel, router_fused.cuh),
-// POLAR_CUDA_HEAD_ROUTER_FUSED=1 (the head router as one kernel, head_router.cuh, instead of split-K GEMM + top-k),
+// POLAR_CUDA_HEAD_ROUTER_FUSED=0 (the head router as split-K GEMM + top-k kernel instead of head_router.cuh's),
 // POLAR_CUDA_SELECT_CAP (the multi-CTA top-k's two-barrier limit, router_select.cuh; 0 = always three passes).
 namespace {
 int env_int(const char* name, int dflt) {
@@ -332,7 +332,7 @@ polar_cuda_tuning& tune() {
     const char* pp = std::getenv("POLAR_CUDA_PLAN");
     d.plan_profile = pp && !std::strcmp(pp, "h100") ? 1 : pp && !std::strcmp(pp, "h200") ? 2 : 0;
     d.router_fused = env_int("POLAR_CUDA_ROUTER_FUSED", 0) ? 1 : 0;
-    d.head_router_fused = env_int("POLAR_CUDA_HEAD_ROUTER_FUSED", 0) ? 1 : 0;  // measured slower, docs/benchmarks.md
+    d.head_router_fused = env_int("POLAR_CUDA_HEAD_ROUTER_FUSED", 1) ? 1 : 0;
     d.select_cap = std::min(8192, std::max(0, env_int("POLAR_CUDA_SELECT_CAP", 8192)));  // 8192: MT_CAP (router_select.cuh)
     return d;
   }();

@@ -354,11 +354,6 @@ __device__ __forceinline__ void gemm_epilogue(const GemmArgs& g, float* S, int f
 // S. CTA r sums rows [lo, hi) of every CTA's S into its own S through distributed shared memory and then
 // writes those rows: no workspace, no global atomics (the fp32 atomics of all split CTAs meeting in L2 cost
 // ~20 K steps of time per tile at batch 256).
-__device__ __forceinline__ void cluster_sync_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-#endif
-}
 template <int NT>
 __device__ __forceinline__ void cluster_sum_rows(float* S, int mval, int fval, int* lo, int* hi) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

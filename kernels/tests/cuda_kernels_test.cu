@@ -691,18 +691,18 @@ int main(int argc, char** argv) {
     test_mlp_router(dt, 7, 128, 32, 520, 1, POLAR_CUDA_SCORE_SIGMOID, seed++);
     test_mlp_router(dt, 3, 128, 32, 300, 7, POLAR_CUDA_SCORE_SIGMOID, seed++, TIES);     // all ties, one CTA
     if (!g_quick) test_mlp_router(dt, 100, 256, 64, 3000, 3000, POLAR_CUDA_SCORE_SIGMOID, seed++);
-    // head router: the one kernel (head_router_fused = 1), then the split-K GEMM + top-k kernel (the default)
+    // head router: the one kernel (head_router_fused = 1, the default), then the split-K GEMM + top-k kernel
     for (int fused : {1, 0}) {
       set_tuning([fused](polar_cuda_tuning& t) { t.head_router_fused = fused; });
       test_head_router(dt, 5, 256, 32, 32, false, 10, seed++);
       test_head_router(dt, 37, 128, 32, 8, true, 4, seed++);
-      test_head_router(dt, 130, 520, 40, 40, false, 12, seed++);  // 3 token groups, the last partial; d % 32 != 0
+      test_head_router(dt, 130, 520, 40, 40, false, 12, seed++);  // 9 token groups, the last partial; clusters of 2
       test_head_router(dt, 9, 136, 24, 24, false, 0, seed++);     // k = 0: logits only
+      test_head_router(dt, 20, 4096, 64, 8, true, 5, seed++);     // clusters of 16, one token per CTA; GQA, query heads scored
       if (!g_quick) {
         test_head_router(dt, 64, 1024, 72, 72, false, 22, seed++);
         test_head_router(dt, 3, 256, 64, 8, false, 8, seed++);
-        test_head_router(dt, 64, 9216, 72, 72, false, 22, seed++);  // OPT-66B's at batch 64 (36 K chunks)
-        test_head_router(dt, 17, 4096, 64, 8, true, 5, seed++);     // LLaMA-70B-like GQA: query heads scored
+        test_head_router(dt, 64, 9216, 72, 72, false, 22, seed++);  // OPT-66B's at batch 64
         test_head_router(dt, 4, 256, 160, 160, false, 50, seed++);  // > 128 units: the GEMM path either way
       }
       std::printf("# head router path: %s\n", polar_cuda_head_router_path());

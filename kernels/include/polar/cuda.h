@@ -197,7 +197,7 @@ typedef struct {
                          // warp-specialized kernel at every wgmma batch tile
   int reduce_atomic;     // split-K reduction: 1 fp32 atomics (default), 0 plain partial stores
   int pdl;               // 1 programmatic dependent launch (default on sm_90), 0 off
-  int router_splits;     // head router split-K count: 0 the heuristic (default, ~4 K chunks of 64 per CTA)
+  int router_splits;     // head router (GEMM path) split-K count: 0 the heuristic (default, ~4 K chunks of 64 per CTA)
   int cluster_reduce;    // 1 (default): the mma.sync and lock-step wgmma kernels' 2-8 split-K partial tiles are
                          // summed over a thread-block cluster through distributed shared memory where the
                          // clusters fit at once; 0: always through the fp32 workspace
@@ -206,9 +206,9 @@ typedef struct {
   int router_fused;      // MLP router, LOGIT scores: 0 (default) separate kernels; 1 one cooperative kernel (token
                          // sum, both GEMVs, top-k) where it fits on the GPU (measured slower on an H200, see
                          // docs/benchmarks.md)
-  int head_router_fused; // head router: 0 (default) the split-K GEMM, then a top-k kernel; 1 one kernel (split-K
-                         // mma.sync, top-k in the last CTA of each 16 tokens) where the units are <= 128 (measured
-                         // slower on an H200, see docs/benchmarks.md)
+  int head_router_fused; // head router: 1 (default) one kernel (a thread-block cluster per 16 tokens splits K and
+                         // selects) where the GPU is sm_90 and the units are <= 128; 0 the split-K GEMM, then a
+                         // top-k kernel (polar_cuda_head_router_path says which ran)
   int select_cap;        // MLP router's multi-CTA top-k: the most keys in the k-th key's top-11-bit bin for which it
                          // finishes in each CTA after two grid barriers (default and at most 8192); 0: always three
                          // global radix passes and four barriers
