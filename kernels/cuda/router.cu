@@ -9,10 +9,12 @@
 //    fc2 with the column-sum epilogue (the per-token scores are summed over the batch after the sigmoid
 //    inside the GEMM: the [m, ffn] score matrix never reaches memory).
 //  Then the k largest are radix-selected and written in ascending order (ties: lower index first), by
-//  every SM at once (cooperative launch; topk_multi_kernel) or, for fewer than 8192 scores or where that
-//  cannot run, by one CTA.
-//  - Head router: logits = x w^T + b (fp32), then one warp per token sums each KV group's scores (when the
-//    router scores query heads) and writes the token's top-k groups in ascending order.
+//  every SM at once (cooperative launch; topk_multi_kernel, router_select.cuh: two grid barriers in the usual
+//  case) or, for fewer than 8192 scores or where that cannot run, by one CTA.
+//  - Head router: logits = x w^T + b (fp32), each KV group's scores summed (when the router scores query heads)
+//    and the token's top-k groups written in ascending order: on sm_90 with <= 128 units as one thread-block
+//    cluster kernel (head_router.cuh; tuning head_router_fused), else through the split-K GEMM and then one
+//    warp per token in head_topk_kernel.
 //  On sm_90 the routers' kernels are launched as programmatic dependents of the kernel before them (the
 //  launch, and for the GEMVs the first weight loads, overlap that kernel's tail), and each kernel zeroes the
 //  workspace it was the last to read, so that no closing memset separates the router from the next kernel.
@@ -477,7 +479,8 @@ int head_router_plan(const polar_cuda_head_router_params* p, HrPlan* pl) {
     if (with_dtype(p->dtype, "polar_cuda_head_router", [&](auto t) {
           using T = decltype(t);
           const void* fn = (const void*)head_router_kernel<T>;
-          // 16 is a non-portable cluster size: allowed per kernel (an error here just rules it out)
+          // 16 is a non-portable cluster size: allowed per kernel (set on every call: the setting is per device;
+          // an error just rules it out)
           if (C > 8 && cudaFuncSetAttribute(fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
             cudaGetLastError();
             return 0;
@@ -593,9 +596,7 @@ extern "C" const char* polar_cuda_head_router_path(void) { return g_head_path; }
 extern "C" size_t polar_cuda_head_router_workspace(const polar_cuda_head_router_params* p) {
   GemmArgs g;
   size_t n = 0;
-  HrPlan pl;
-  if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), nullptr, nullptr, 0, &n, "polar_cuda_head_router") ||
-      head_router_plan(p, &pl))
+  if (head_router_args(p, &g) || gemm_run(p->dtype, A_ROWS, g, POLAR_IMPL_AUTO, head_router_splits(p->d), nullptr, nullptr, 0, &n, "polar_cuda_head_router"))
     return 0;
   // the GEMM path's (the one-kernel path needs none): the path is chosen per call (tuning, device)
   return align_up(n, 256) + (p->out_logits ? 0 : align_up((size_t)p->m * p->units * 4, 256));
