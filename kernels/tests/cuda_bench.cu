@@ -757,14 +757,16 @@ static void bench_block() {
   };
   double t_mr_r8 = 0, t_mr_r8_scores = 0;
   router_probe(&t_mr_r8, &t_mr_r8_scores);
-  if (g_sweep) {  // head router split-K (the tuning's router_splits; 0 = default heuristic)
+  if (g_sweep) {  // head router split-K on its GEMM path (the tuning's router_splits; 0 = default heuristic)
+    polar_cuda_tuning before;
+    polar_cuda_get_tuning(&before);
     for (int sp : {0, 1, 4, 9, 18, 36, 72, 144}) {
-      set_tuning([sp](polar_cuda_tuning& t) { t.router_splits = sp; });
+      set_tuning([sp](polar_cuda_tuning& t) { t.router_splits = sp; t.head_router_fused = 0; });
       const double t = time_ms(head_router);
       std::printf("{\"bench\":\"sweep_head_router\",\"model\":\"opt-66b\",\"batch\":%d,\"splits\":%d,\"ms\":%s,\"path\":\"%s\"}\n", B, sp,
                   jnum(t).c_str(), polar_cuda_head_router_path());
     }
-    set_tuning([](polar_cuda_tuning& t) { t.router_splits = 0; });
+    polar_cuda_set_tuning(&before);
     for (int sp : {1, 2, 3, 4, 5, 6, 10}) {  // attention split-K, sparse and dense
       attn_splits = sp;
       const double ts = time_ms([&] { attn(true); }), td = time_ms([&] { attn(false); });
