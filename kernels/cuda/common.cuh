@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <utility>
+
 #include "polar/common.h"
 #include "polar/cuda.h"
 
@@ -116,10 +118,10 @@ inline int launch_attrs(cudaLaunchAttribute* at, bool pdl, bool coop, int cluste
   return na;
 }
 
-// Launches fn(args...) on st with launch_attrs' pdl and coop.
+// Launches fn(args...) on st with launch_attrs' pdl, coop and cluster_y.
 template <typename... P, typename... A>
-cudaError_t launch_ex(bool pdl, bool coop, void (*fn)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
-                      A&&... args) {
+cudaError_t launch_ex_cluster(bool pdl, bool coop, int cluster_y, void (*fn)(P...), dim3 grid, dim3 block, size_t smem,
+                              cudaStream_t st, A&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -127,8 +129,14 @@ cudaError_t launch_ex(bool pdl, bool coop, void (*fn)(P...), dim3 grid, dim3 blo
   cfg.stream = st;
   cudaLaunchAttribute at[3];
   cfg.attrs = at;
-  cfg.numAttrs = launch_attrs(at, pdl, coop, 0);
+  cfg.numAttrs = launch_attrs(at, pdl, coop, cluster_y);
   return cudaLaunchKernelEx(&cfg, fn, static_cast<P>(args)...);
+}
+// ... without clusters.
+template <typename... P, typename... A>
+cudaError_t launch_ex(bool pdl, bool coop, void (*fn)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                      A&&... args) {
+  return launch_ex_cluster(pdl, coop, 0, fn, grid, block, smem, st, std::forward<A>(args)...);
 }
 
 // ---- PTX wrappers ------------------------------------------------------------------------------

@@ -453,10 +453,8 @@ struct HrPlan {
 
 // The largest cluster (16, 8, 4, 2, 1) that leaves each CTA at least 256 of K (a chunk of 576 at OPT-66B's
 // d = 9216) and fits on the GPU with its tiles in shared memory.
-int head_router_plan(const polar_cuda_head_router_params* p, HrPlan* pl) {
+int head_router_plan(const polar_cuda_head_router_params* p, const DevProps& dp, HrPlan* pl) {
   *pl = HrPlan{};
-  DevProps dp;
-  if (dev_props(&dp)) return -1;
   if (!tuning().head_router_fused) {
     std::snprintf(pl->why, sizeof pl->why, "tuning head_router_fused = 0");
     return 0;
@@ -606,11 +604,10 @@ extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
   GemmArgs g;
   size_t n = 0;
   HrPlan pl;
-  if (head_router_args(p, &g) || head_router_plan(p, &pl)) return -1;
+  DevProps dp;
+  if (head_router_args(p, &g) || dev_props(&dp) || head_router_plan(p, dp, &pl)) return -1;
   char* ws = static_cast<char*>(p->workspace);
   cudaStream_t st = (cudaStream_t)p->stream;
-  DevProps dp;
-  if (dev_props(&dp)) return -1;
   if (pl.C > 0) {
     HrArgs a{};
     a.x = p->x; a.ldx = p->ldx; a.w = p->w; a.b = p->b;
@@ -621,15 +618,7 @@ extern "C" int polar_cuda_head_router(const polar_cuda_head_router_params* p) {
     // a programmatic dependent of the kernel before it (sm_90): the weight tile loads overlap that kernel's tail
     if (with_dtype(p->dtype, "polar_cuda_head_router", [&](auto t) {
           using T = decltype(t);
-          cudaLaunchConfig_t cfg = {};
-          cfg.gridDim = dim3(pl.groups, pl.C);
-          cfg.blockDim = dim3(HR_THREADS);
-          cfg.dynamicSmemBytes = pl.smem;
-          cfg.stream = st;
-          cudaLaunchAttribute at[3];
-          cfg.attrs = at;
-          cfg.numAttrs = launch_attrs(at, pdl_on(dp), false, pl.C);
-          POLAR_CU(cudaLaunchKernelEx(&cfg, head_router_kernel<T>, a));
+          POLAR_CU(launch_ex_cluster(pdl_on(dp), false, pl.C, head_router_kernel<T>, dim3(pl.groups, pl.C), HR_THREADS, pl.smem, st, a));
           return 0;
         }))
       return -1;
