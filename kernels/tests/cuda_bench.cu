@@ -787,30 +787,33 @@ static void bench_block() {
     attn(false);
     mlp_dense();
   });
-  // the same step with the MLP router on its other path (tuning router_fused flipped), for the A/B in one call
+  // A/Bs in the same run: the tuning changed by `change`, the router part timed alone (and the MLP router's rank-8
+  // probe where asked), the path it took, and the step; then the tuning is put back
   polar_cuda_tuning tu0;
   polar_cuda_get_tuning(&tu0);
-  set_tuning([&tu0](polar_cuda_tuning& t) { t.router_fused = !tu0.router_fused; });
-  const double t_mr_alt = time_ms(mlp_router);
-  const std::string router_path_alt = polar_cuda_mlp_router_path();
-  double t_mr_alt_r8 = 0, t_mr_alt_r8_scores = 0;
-  router_probe(&t_mr_alt_r8, &t_mr_alt_r8_scores);
-  const double sparse_core_alt = time_ms(sparse_step);
-  polar_cuda_set_tuning(&tu0);
-  // and with the head router on its other path (tuning head_router_fused flipped)
-  set_tuning([&tu0](polar_cuda_tuning& t) { t.head_router_fused = !tu0.head_router_fused; });
-  const double t_hr_alt = time_ms(head_router);
-  const std::string head_path_alt = polar_cuda_head_router_path();
-  const double sparse_core_hr_alt = time_ms(sparse_step);
-  polar_cuda_set_tuning(&tu0);
+  struct Variant {
+    double part_ms = 0, r8_ms = 0, r8_scores_ms = 0, step_ms = 0;
+    std::string path;
+  };
+  auto variant = [&](auto change, auto part, const char* (*path)(void), bool probe) {
+    Variant v;
+    set_tuning(change);
+    v.part_ms = time_ms(part);
+    v.path = path();
+    if (probe) router_probe(&v.r8_ms, &v.r8_scores_ms);
+    v.step_ms = time_ms(sparse_step);
+    polar_cuda_set_tuning(&tu0);
+    return v;
+  };
+  // the MLP router on its other path (tuning router_fused flipped)
+  const Variant mr_alt = variant([&tu0](polar_cuda_tuning& t) { t.router_fused = !tu0.router_fused; }, mlp_router,
+                                 polar_cuda_mlp_router_path, true);
+  // the head router on its other path (tuning head_router_fused flipped)
+  const Variant hr_alt = variant([&tu0](polar_cuda_tuning& t) { t.head_router_fused = !tu0.head_router_fused; }, head_router,
+                                 polar_cuda_head_router_path, false);
   head_router();  // the default path's selection back in hidx
-  // and with the MLP router's select always on its three-pass path (tuning select_cap = 0)
-  set_tuning([](polar_cuda_tuning& t) { t.select_cap = 0; });
-  const double t_mr_3p = time_ms(mlp_router);
-  double t_mr_3p_r8 = 0, t_mr_3p_r8_scores = 0;
-  router_probe(&t_mr_3p_r8, &t_mr_3p_r8_scores);
-  const double sparse_core_3p = time_ms(sparse_step);
-  polar_cuda_set_tuning(&tu0);
+  // the MLP router's select always on its three-pass path (tuning select_cap = 0)
+  const Variant mr_3p = variant([](polar_cuda_tuning& t) { t.select_cap = 0; }, mlp_router, polar_cuda_mlp_router_path, true);
   const double sparse_full = time_ms([&] {
     head_router();
     qkv_proj();
@@ -835,16 +838,16 @@ static void bench_block() {
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
       g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", polar_cuda_topk_launch_mode(), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
-      router_path.c_str(), router_path_alt.c_str(), jnum(t_mr_alt).c_str(), jnum(sparse_core_alt).c_str(), jnum(t_mr_3p).c_str(),
-      jnum(sparse_core_3p).c_str(), head_path.c_str(),
-      head_path_alt.c_str(), jnum(t_hr_alt).c_str(), jnum(sparse_core_hr_alt).c_str(), jnum(t_hr).c_str(),
+      router_path.c_str(), mr_alt.path.c_str(), jnum(mr_alt.part_ms).c_str(), jnum(mr_alt.step_ms).c_str(), jnum(mr_3p.part_ms).c_str(),
+      jnum(mr_3p.step_ms).c_str(), head_path.c_str(),
+      hr_alt.path.c_str(), jnum(hr_alt.part_ms).c_str(), jnum(hr_alt.step_ms).c_str(), jnum(t_hr).c_str(),
       jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());
   // the MLP router's fixed costs (launches, token sum, barriers, select): rank 8, ~1 MB of weights
   std::printf("{\"bench\":\"router_probe\",\"model\":\"opt-66b\",\"batch\":%d,\"rank\":8,\"path\":\"%.5s\",\"ms\":%s,\"scores_ms\":%s,"
               "\"other_path\":\"%.5s\",\"other_ms\":%s,\"other_scores_ms\":%s,\"select_three_pass_ms\":%s}\n",
-              B, router_path.c_str(), jnum(t_mr_r8).c_str(), jnum(t_mr_r8_scores).c_str(), router_path_alt.c_str(), jnum(t_mr_alt_r8).c_str(),
-              jnum(t_mr_alt_r8_scores).c_str(), jnum(t_mr_3p_r8).c_str());
+              B, router_path.c_str(), jnum(t_mr_r8).c_str(), jnum(t_mr_r8_scores).c_str(), mr_alt.path.c_str(), jnum(mr_alt.r8_ms).c_str(),
+              jnum(mr_alt.r8_scores_ms).c_str(), jnum(mr_3p.r8_ms).c_str());
   std::fflush(stdout);
   std::fprintf(stderr, "block opt-66b B=64 S=1920: attn+MLP sparse %.4f ms vs dense %.4f ms (x%.2f); with QKV/out proj %.4f vs %.4f (x%.2f)\n",
                sparse_core, dense_core, dense_core / sparse_core, sparse_full, dense_full, dense_full / sparse_full);

@@ -480,9 +480,9 @@ static void test_head_router(polar_dtype dt, int m, int d, int hq, int hkv, bool
   const double tol = 1e-4 * (mx + 1.0);
   report(err <= tol, std::string("logits ") + tag, err, tol);
   report(topk_ok, std::string("topk ") + tag, 0, 0);
-  // again with the logits in the workspace (the select zeroes them as it reads them): a valid selection over the
-  // first call's logits, and the workspace back to zero
-  // Twice on the same workspace, idx reset in between: the second call finds it as the first left it
+  // again with the logits in the workspace (the select zeroes them as it reads them), twice on the same
+  // workspace with idx reset in between: each a valid selection over the first call's logits, nothing written
+  // past k, and the workspace back to zero (the second call finds it as the first left it)
   p.out_logits = nullptr;
   DBuf ws2(polar_cuda_head_router_workspace(&p));  // zero-filled
   p.workspace = ws2.d;
@@ -679,7 +679,7 @@ int main(int argc, char** argv) {
         test_mlp_router(dt, 2, 64, 16, 36864, 5000, POLAR_CUDA_SCORE_LOGIT, seed++, CLUSTER);   // 11059: past the cap
         if (!g_quick) test_mlp_router(dt, 64, 9216, 1024, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // OPT-66B's router at batch 64
       }
-      set_tuning([](polar_cuda_tuning& t) { t.select_cap = 8192; });
+      set_tuning([&defaults](polar_cuda_tuning& t) { t.select_cap = defaults.select_cap; });
       test_mlp_router(dt, 2, 256, 64, 5000, 5000, POLAR_CUDA_SCORE_LOGIT, seed++);  // k = ffn: every row
       test_mlp_router(dt, 2, 256, 64, 5000, 0, POLAR_CUDA_SCORE_LOGIT, seed++);     // k = 0: scores only
       if (!g_quick) {
