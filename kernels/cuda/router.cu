@@ -285,6 +285,78 @@ __global__ void __launch_bounds__(256) gemv_kernel(const T* __restrict__ A, int6
   }
 }
 
+// The token sum folded into the first GEMV (tuning router_fold_sum): h[r] += sum over this CTA's slice of XG_KS columns
+// of W1[r, k] * (sum over the tokens of x[t, k]). The CTA sums its slice of x over the tokens first (m x 64 values,
+// read from L2), then streams the 128-byte pieces of its slice of every row (8 lanes per row, 16 bytes each, XG_U
+// loads in flight per lane and the next XG_U requested before the current ones are reduced) and adds each row's
+// partial sum into h (zeroed: the select zeroes it after reading). One kernel and one dependency instead of the
+// token sum's kernel, its atomics into xs and the GEMV's wait for them. d % 8 == 0.
+constexpr int XG_KS = 64;         // columns per CTA (128 bytes of each row)
+constexpr int XG_THREADS = 256;
+constexpr int XG_U = 4;           // 16-byte loads in flight per lane: 4 rows per warp per load
+constexpr int XG_RPW = 4 * XG_U;  // rows per warp per step
+template <typename T>
+__global__ void __launch_bounds__(XG_THREADS) xsum_gemv_kernel(const T* __restrict__ x, int64_t ldx, int m, int d,
+                                                               const T* __restrict__ W, int64_t ldw, int rows, float* h) {
+  __shared__ float part[XG_THREADS / 8][XG_KS + 4];
+  __shared__ float xs[XG_KS];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int k0 = blockIdx.x * XG_KS;
+  const int kc = (lane & 7) * 8;  // this lane's 8 columns of the slice
+  const bool kv = k0 + kc < d;
+  const int sub = lane >> 3;      // which of the warp's 4 rows per load
+  constexpr int NW = XG_THREADS / 32;
+  auto load = [&](int rb, uint4* buf) {  // rows rb + u * 4 + sub of this warp's step
+#pragma unroll
+    for (int u = 0; u < XG_U; ++u) {
+      const int r = rb + u * 4 + sub;
+      buf[u] = r < rows && kv ? __ldg(reinterpret_cast<const uint4*>(W + (int64_t)r * ldw + k0 + kc)) : make_uint4(0u, 0u, 0u, 0u);
+    }
+  };
+  int rb = warp * XG_RPW;
+  uint4 cur[XG_U];
+  if (rb < rows) load(rb, cur);  // the weights are constant: requested before the wait for x
+  griddep_wait_and_release();
+  {  // the slice's token sum: thread (g, c) adds tokens g, g + 32, ... of columns c*8 .. c*8+7
+    const int c = tid & 7, g = tid >> 3;
+    float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (k0 + c * 8 < d)
+      for (int t = g; t < m; t += XG_THREADS / 8) {
+        const uint4 v = __ldg(reinterpret_cast<const uint4*>(x + (int64_t)t * ldx + k0 + c * 8));
+        const float2 p0 = Dt<T>::unpack(v.x), p1 = Dt<T>::unpack(v.y), p2 = Dt<T>::unpack(v.z), p3 = Dt<T>::unpack(v.w);
+        a[0] += p0.x; a[1] += p0.y; a[2] += p1.x; a[3] += p1.y; a[4] += p2.x; a[5] += p2.y; a[6] += p3.x; a[7] += p3.y;
+      }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) part[g][c * 8 + j] = a[j];
+    __syncthreads();
+    if (tid < XG_KS) {
+      float s = 0.f;
+      for (int i = 0; i < XG_THREADS / 8; ++i) s += part[i][tid];
+      xs[tid] = s;
+    }
+    __syncthreads();
+  }
+  float v[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] = xs[kc + j];
+  for (; rb < rows; rb += NW * XG_RPW) {
+    uint4 nxt[XG_U];
+    if (rb + NW * XG_RPW < rows) load(rb + NW * XG_RPW, nxt);
+#pragma unroll
+    for (int u = 0; u < XG_U; ++u) {
+      const float2 p0 = Dt<T>::unpack(cur[u].x), p1 = Dt<T>::unpack(cur[u].y);
+      const float2 p2 = Dt<T>::unpack(cur[u].z), p3 = Dt<T>::unpack(cur[u].w);
+      float acc = p0.x * v[0] + p0.y * v[1] + p1.x * v[2] + p1.y * v[3] + p2.x * v[4] + p2.y * v[5] + p3.x * v[6] + p3.y * v[7];
+      acc += __shfl_xor_sync(0xffffffffu, acc, 4);  // the row's 8 lanes
+      acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+      acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+      const int r = rb + u * 4 + sub;
+      if ((lane & 7) == 0 && r < rows) atomicAdd(h + r, acc);
+      cur[u] = nxt[u];
+    }
+  }
+}
+
 template <typename T>
 int launch_gemv(bool pdl, const void* A, int64_t lda, int rows, int K, const float* v, float* y, float* zero, int nzero,
                 cudaStream_t st, int sms) {
@@ -539,13 +611,20 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
     if (ran) return 0;
   } else {
     std::snprintf(g_router_path, sizeof g_router_path, "separate kernels: %s",
-                  !gemv ? "SIGMOID scores (or POLAR_CUDA_ROUTER_GEMM) take the GEMM path" : "tuning router_fused = 0");
+                  !gemv                       ? "SIGMOID scores (or POLAR_CUDA_ROUTER_GEMM) take the GEMM path"
+                  : tuning().router_fold_sum ? "tuning router_fused = 0; token sum folded into the first GEMV"
+                                              : "tuning router_fused = 0; token-sum kernel, then the first GEMV (router_fold_sum = 0)");
   }
   if (gemv) {
     float* xs = reinterpret_cast<float*>(ws + L.xs_off);  // zeroed (workspace contract)
     if (p->rank > GV_SEG) POLAR_CU(cudaMemsetAsync(scores, 0, (size_t)p->ffn * 4, st));  // fc2 segments add
     if (with_dtype(p->dtype, "polar_cuda_mlp_router", [&](auto t) {
           using T = decltype(t);
+          if (tuning().router_fold_sum) {
+            POLAR_CU(launch_ex(pdl, false, xsum_gemv_kernel<T>, cdiv(p->d, XG_KS), XG_THREADS, 0, st, static_cast<const T*>(p->x),
+                               p->ldx, p->m, p->d, static_cast<const T*>(p->fc1), (int64_t)p->d, p->rank, hf));
+            return launch_gemv<T>(pdl, p->fc2, p->rank, p->ffn, p->rank, hf, scores, nullptr, 0, st, dp.sms);
+          }
           POLAR_CU(launch_ex(pdl, false, xsum_kernel<T>, dim3(cdiv(p->d, 8 * 128), cdiv(p->m, XS_ROWS)), 128, 0, st,
                              static_cast<const T*>(p->x), p->ldx, p->m, p->d, xs));
           if (launch_gemv<T>(pdl, p->fc1, p->d, p->rank, p->d, xs, hf, nullptr, 0, st, dp.sms)) return -1;

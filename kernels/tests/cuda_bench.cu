@@ -9,12 +9,13 @@
 // 3.0 TB/s on an H100 SXM, the number issue 7 states, and 4.3 TB/s on an H200) unless --hbm gives it.
 // Every configuration is checked (sampled outputs vs a CPU computation) before it is timed.
 //
-// usage: cuda_bench [--only mlp,attn,gqa,block] [--dtype f16|bf16] [--flush read|write] [--hbm TB/s] [--quick]
+// usage: cuda_bench [--only mlp,attn,gqa,block,reads] [--dtype f16|bf16] [--flush read|write] [--hbm TB/s] [--quick]
 //                   [--kv-layout bhsd|bshd] (the block's KV cache layout; default bhsd, the runtime's)
 #include <cuda_runtime.h>
 
 #include <cstdlib>
 #include <functional>
+#include <random>
 #include <set>
 #include <string>
 
@@ -637,6 +638,168 @@ static void bench_attn(bool gqa) {
 }
 
 // ---- one OPT-66B decode step: (QKV proj) + attention + (out proj) + MLP, sparse vs dense ----------------
+// ---- read patterns (--only reads; not in the default run) ---------------------------------------------
+// How fast the HBM delivers the selective GEMMs' weight streams with no arithmetic: pieces of P bytes from
+// half of OPT-66B's 36864 weight rows (18 KB each, a random sorted half, as a router picks), one CTA per
+// (column block, K range). fc2 reads 256 bytes of each kept row per CTA, fc1 128 per pipeline stage over its
+// 128 rows; the dense GEMMs read every row. "blocked" stores each column block's pieces of all rows
+// contiguously ([column block][row][P]), a layout a loader could produce. Tells whether a kernel's shortfall
+// against the limit is its access pattern or its own pipeline.
+// lockstep: the CTAs of a thread-block cluster (adjacent column blocks) pass a cluster barrier after every round of
+// loads, so that their pieces of the same rows are requested together (a cluster of 4 at 256 bytes asks for 1 KB
+// of each row at once).
+__global__ void __launch_bounds__(256) read_pattern_kernel(const uint4* __restrict__ base, const int* __restrict__ rows, int nrows,
+                                                           int rows_per_cta, int p16, int64_t row16, int64_t cb16, unsigned* sink,
+                                                           int lockstep) {
+  extern __shared__ int srow[];  // this CTA's row indices, loaded first: no index round trip before each load
+  const int r0 = blockIdx.y * rows_per_cta;
+  const int nr = min(rows_per_cta, nrows - r0);
+  if (nr <= 0) return;
+  for (int i = threadIdx.x; i < nr; i += 256) srow[i] = rows[r0 + i];
+  __syncthreads();
+  const int64_t total = (int64_t)nr * p16;
+  const uint4* cb = base + blockIdx.x * cb16;
+  unsigned acc = 0;
+  for (int64_t e0 = threadIdx.x; e0 < total; e0 += 256 * 8) {
+    uint4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {  // eight 16-byte loads in flight per thread before any is used
+      const int64_t e = e0 + u * 256;
+      v[u] = make_uint4(0, 0, 0, 0);
+      if (e < total) {
+        const int r = (int)(e / p16);
+        v[u] = __ldcs(cb + (int64_t)srow[r] * row16 + (e - (int64_t)r * p16));
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) acc ^= v[u].x ^ v[u].w;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (lockstep) asm volatile("barrier.cluster.arrive.relaxed.aligned;\nbarrier.cluster.wait.aligned;\n" ::: "memory");
+#endif
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;
+}
+// The same pieces through the TMA's 1-D bulk copies (sm_90): one warp per CTA, each lane copies one row's piece of
+// a stage (32 rows) into shared memory with one instruction; a ring of `stages` stages on mbarriers, no compute.
+// What a loader that issues one copy per gathered row (instead of 16-byte cp.async per thread) could stream.
+__global__ void __launch_bounds__(32) read_pattern_bulk_kernel(const char* __restrict__ base, const int* __restrict__ rows, int nrows,
+                                                               int rows_per_cta, int piece, int64_t row_bytes, int64_t cb_bytes,
+                                                               int stages, int lockstep) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) char sm[];
+  const int lane = threadIdx.x;
+  const int r0 = blockIdx.y * rows_per_cta, nr = min(rows_per_cta, nrows - r0);
+  if (nr <= 0) return;
+  const uint32_t bars = (uint32_t)__cvta_generic_to_shared(sm), buf = bars + 128;
+  int* srow = reinterpret_cast<int*>(sm + 128 + stages * 32 * piece);  // the CTA's row indices, loaded first
+  for (int i = lane; i < nr; i += 32) srow[i] = rows[r0 + i];
+  if (lane < stages) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bars + 8 * lane) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  __syncwarp();
+  auto wait = [&](int s, int parity) {
+    asm volatile(
+        "{\n.reg .pred p;\nRP_WAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra RP_WAIT;\n}\n" ::"r"(bars + 8 * s),
+        "r"(parity)
+        : "memory");
+  };
+  const char* cb = base + blockIdx.x * cb_bytes;
+  const int nst = (nr + 31) / 32;
+  for (int i = 0; i < nst; ++i) {
+    const int s = i % stages;
+    if (i >= stages) wait(s, ((i / stages) - 1) & 1);  // the slot's previous copies landed
+    const int here = min(32, nr - i * 32);
+    if (lane == 0)
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bars + 8 * s), "r"(here * piece) : "memory");
+    __syncwarp();
+    if (lockstep) asm volatile("barrier.cluster.arrive.relaxed.aligned;\nbarrier.cluster.wait.aligned;\n" ::: "memory");
+    if (lane < here) {
+      const char* src = cb + (int64_t)srow[i * 32 + lane] * row_bytes;
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                       buf + (uint32_t)(s * 32 + lane) * piece),
+                   "l"(src), "r"(piece), "r"(bars + 8 * s)
+                   : "memory");
+    }
+  }
+  for (int i = max(0, nst - stages); i < nst; ++i) wait(i % stages, (i / stages) & 1);
+#endif
+}
+static void bench_reads() {
+  const int R = 36864, ROW = 18432;  // OPT-66B's fc weight rows: 36864 x 9216 fp16
+  Dev w((size_t)R * ROW + 64);
+  CK(cudaMemset(w.p, 1, w.bytes));
+  std::vector<int> all(R), half;
+  for (int i = 0; i < R; ++i) all[i] = i;
+  std::mt19937 rng(7);
+  std::shuffle(all.begin(), all.end(), rng);
+  half.assign(all.begin(), all.begin() + R / 2);
+  std::sort(half.begin(), half.end());
+  for (int i = 0; i < R; ++i) all[i] = i;
+  Dev dh(half.size() * 4), da(all.size() * 4);
+  CK(cudaMemcpy(dh.p, half.data(), half.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(da.p, all.data(), all.size() * 4, cudaMemcpyHostToDevice));
+  polar_cuda_device_info info;
+  PK(polar_cuda_get_device_info(0, &info));
+  unsigned* sink = (unsigned*)((char*)w.p + (size_t)R * ROW);
+  struct Pat {
+    const char* rows;
+    const char* layout;
+    int piece;
+    int ctas_per_sm;
+    int stages;   // 0: plain loads (read_pattern_kernel); > 0: bulk copies with that many stages of 32 rows
+    int cluster;  // > 1: clusters of that many adjacent column blocks in lockstep
+  };
+  const Pat pats[] = {{"half", "rowmajor", 128, 8, 0, 0},  {"half", "rowmajor", 256, 8, 0, 0},   {"half", "rowmajor", 512, 8, 0, 0},
+                      {"half", "rowmajor", 1024, 8, 0, 0}, {"half", "rowmajor", ROW, 8, 0, 0},   {"all", "rowmajor", ROW, 8, 0, 0},
+                      {"half", "rowmajor", 256, 3, 0, 0},  {"half", "rowmajor", 256, 3, 0, 4},   {"half", "rowmajor", 256, 8, 0, 4},
+                      {"half", "rowmajor", 256, 3, 0, 2},  {"half", "rowmajor", 256, 3, 0, 8},   {"half", "rowmajor", 128, 4, 0, 8},
+                      {"half", "rowmajor", 256, 4, 4, 0},  {"half", "rowmajor", 256, 4, 4, 4},   {"half", "rowmajor", 256, 8, 3, 0},
+                      {"half", "rowmajor", 256, 8, 3, 4},  {"half", "rowmajor", 256, 3, 6, 0},   {"half", "rowmajor", 256, 3, 6, 4},
+                      {"half", "rowmajor", 512, 2, 4, 0},  {"half", "rowmajor", 512, 4, 3, 0},   {"half", "rowmajor", 1024, 2, 2, 0},
+                      {"half", "rowmajor", 1024, 1, 4, 0}, {"half", "rowmajor", 1024, 2, 3, 0}, {"half", "blocked", 256, 8, 0, 0}};
+  for (const Pat& pt : pats) {
+    const bool half_rows = !std::strcmp(pt.rows, "half"), blocked = !std::strcmp(pt.layout, "blocked");
+    if ((pt.stages || pt.cluster > 1) && info.major < 9) continue;
+    const int nrows = half_rows ? R / 2 : R;
+    const int p16 = pt.piece / 16, blocks = ROW / pt.piece;
+    int splits = std::max(1, (info.sms * pt.ctas_per_sm + blocks - 1) / blocks);
+    const int rpc = (nrows + splits - 1) / splits;
+    splits = (nrows + rpc - 1) / rpc;  // every CTA has rows (the cluster barriers count on it)
+    const int64_t row16 = blocked ? p16 : ROW / 16, cb16 = blocked ? (int64_t)R * p16 : p16;
+    const int* rows = (const int*)(half_rows ? dh.p : da.p);
+    const int smem = (pt.stages ? 128 + pt.stages * 32 * pt.piece : 0) + rpc * 4;
+    const void* fn = pt.stages ? (const void*)read_pattern_bulk_kernel : (const void*)read_pattern_kernel;
+    const int threads = pt.stages ? 32 : 256;
+    CK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    CK(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout, pt.stages ? 100 : -1));
+    int occ = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, threads, smem));
+    const int lock = pt.cluster > 1 ? 1 : 0;
+    const double ms = time_ms([&] {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(blocks, splits);
+      cfg.blockDim = dim3(threads);
+      cfg.dynamicSmemBytes = smem;
+      cudaLaunchAttribute at;
+      at.id = cudaLaunchAttributeClusterDimension;
+      at.val.clusterDim.x = std::max(1, pt.cluster);
+      at.val.clusterDim.y = 1;
+      at.val.clusterDim.z = 1;
+      cfg.attrs = &at;
+      cfg.numAttrs = pt.cluster > 1 ? 1 : 0;
+      if (pt.stages)
+        CK(cudaLaunchKernelEx(&cfg, read_pattern_bulk_kernel, (const char*)w.p, rows, nrows, rpc, pt.piece, row16 * 16, cb16 * 16, pt.stages, lock));
+      else
+        CK(cudaLaunchKernelEx(&cfg, read_pattern_kernel, (const uint4*)w.p, rows, nrows, rpc, p16, row16, cb16, sink, lock));
+    });
+    const double bytes = (double)nrows * ROW;
+    std::printf("{\"bench\":\"read_pattern\",\"gpu\":\"%s\",\"rows\":\"%s\",\"layout\":\"%s\",\"piece_bytes\":%d,\"copy\":\"%s\",\"stages\":%d,"
+                "\"cluster_lockstep\":%d,\"ctas\":%d,\"ctas_per_sm_resident\":%d,\"rows_per_cta\":%d,\"mb\":%s,\"ms\":%s,\"gb_per_s\":%s,\"of_limit\":%s}\n",
+                g_gpu.c_str(), pt.rows, pt.layout, pt.piece, pt.stages ? "bulk" : "loads", pt.stages, pt.cluster, blocks * splits, occ, rpc,
+                jnum(bytes / 1e6, 1).c_str(), jnum(ms).c_str(), jnum(bytes / (ms * 1e-3) / 1e9, 1).c_str(), jnum(bytes / (ms * 1e-3) / HBM, 3).c_str());
+    std::fflush(stdout);
+  }
+}
+
 static void bench_block() {
   if (!polar_cuda_cublaslt_available()) {
     std::fprintf(stderr, "block: skipped, cuBLASLt unavailable: %s\n", polar_last_error());
@@ -814,6 +977,36 @@ static void bench_block() {
   head_router();  // the default path's selection back in hidx
   // the MLP router's select always on its three-pass path (tuning select_cap = 0)
   const Variant mr_3p = variant([](polar_cuda_tuning& t) { t.select_cap = 0; }, mlp_router, polar_cuda_mlp_router_path, true);
+  // the MLP router's token sum the other way (tuning router_fold_sum flipped: folded into the first GEMV, or its own kernel)
+  const Variant mr_fold = variant([&tu0](polar_cuda_tuning& t) { t.router_fold_sum = !tu0.router_fold_sum; }, mlp_router,
+                                  polar_cuda_mlp_router_path, true);
+  // the shared-memory carveout (tuning smem_carveout / carveout_scope) other than the default: the most shared memory
+  // for every kernel, and for those that use shared memory only; the dense step too (its attention is this library's
+  // kernel; cuBLASLt's are not affected)
+  struct Carve {
+    int pct, scope;
+    double router_ms, mlp_ms, step_ms, dense_ms;
+  };
+  auto carve = [&](int pct, int scope) {
+    Carve c{pct, scope, 0, 0, 0, 0};
+    const Variant v = variant([pct, scope](polar_cuda_tuning& t) { t.smem_carveout = pct; t.carveout_scope = scope; }, mlp_router,
+                              polar_cuda_mlp_router_path, false);
+    set_tuning([pct, scope](polar_cuda_tuning& t) { t.smem_carveout = pct; t.carveout_scope = scope; });
+    c.dense_ms = time_ms([&] {
+      attn(false);
+      mlp_dense();
+    });
+    c.mlp_ms = time_ms(mlp_sparse);
+    polar_cuda_set_tuning(&tu0);
+    c.router_ms = v.part_ms;
+    c.step_ms = v.step_ms;
+    return c;
+  };
+  std::string carve_json;
+  for (const Carve& c : {carve(tu0.smem_carveout ? 0 : 100, 0), carve(100, 1)})
+    carve_json += std::string(carve_json.empty() ? "" : ",") + "{\"smem_carveout\":" + std::to_string(c.pct) + ",\"scope\":" + std::to_string(c.scope) +
+                  ",\"mlp_router_ms\":" + jnum(c.router_ms) + ",\"mlp_sparse_ms\":" + jnum(c.mlp_ms) + ",\"attn_mlp_sparse_ms\":" +
+                  jnum(c.step_ms) + ",\"attn_mlp_dense_ms\":" + jnum(c.dense_ms) + "}";
   const double sparse_full = time_ms([&] {
     head_router();
     qkv_proj();
@@ -833,13 +1026,15 @@ static void bench_block() {
       "\"mlp_density\":%g,\"k\":%d,\"router_rank\":%d,\"attn_mlp_sparse_ms\":%s,\"attn_mlp_dense_ms\":%s,\"attn_mlp_speedup\":%s,"
       "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"mlp_router_path\":\"%s\","
       "\"router_other_path\":{\"path\":\"%s\",\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
-      "\"select_three_pass\":{\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},\"head_router_path\":\"%s\",\"head_router_other_path\":{\"path\":\"%s\",\"head_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
+      "\"select_three_pass\":{\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},\"fold_sum_other\":{\"router_fold_sum\":%d,\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s,\"rank8_ms\":%s},\"carveout\":[%s],\"head_router_path\":\"%s\",\"head_router_other_path\":{\"path\":\"%s\",\"head_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
       "\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
       g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", polar_cuda_topk_launch_mode(), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
       router_path.c_str(), mr_alt.path.c_str(), jnum(mr_alt.part_ms).c_str(), jnum(mr_alt.step_ms).c_str(), jnum(mr_3p.part_ms).c_str(),
-      jnum(mr_3p.step_ms).c_str(), head_path.c_str(),
+      jnum(mr_3p.step_ms).c_str(), !tu0.router_fold_sum, jnum(mr_fold.part_ms).c_str(), jnum(mr_fold.step_ms).c_str(), jnum(mr_fold.r8_ms).c_str(),
+      carve_json.c_str(),
+      head_path.c_str(),
       hr_alt.path.c_str(), jnum(hr_alt.part_ms).c_str(), jnum(hr_alt.step_ms).c_str(), jnum(t_hr).c_str(),
       jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());
@@ -921,6 +1116,7 @@ int main(int argc, char** argv) {
   if (want("attn")) bench_attn(false);
   if (want("gqa")) bench_attn(true);
   if (want("block")) bench_block();
+  if (only.count("reads")) bench_reads();  // a probe of the memory system, not in the default run
   if (g_sweep) bench_sweep();
   polar_cuda_release();
   if (g_fail) std::fprintf(stderr, "%d checks FAILED\n", g_fail);

@@ -663,11 +663,19 @@ int main(int argc, char** argv) {
 
   // routers
   for (polar_dtype dt : dts) {
-    // LOGIT scores: the fused cooperative kernel (router_fused = 1), then the separate kernels (the default)
-    for (int fused : {1, 0}) {
-      set_tuning([fused](polar_cuda_tuning& t) { t.router_fused = fused; });
+    // LOGIT scores: the fused cooperative kernel (router_fused = 1), then the separate kernels (the default) with the
+    // token sum folded into the first GEMV (router_fold_sum = 1, the default), then with its own kernel (a few cases)
+    for (int variant : {0, 1, 2}) {
+      const int fused = variant == 0, fold = variant != 2;
+      set_tuning([fused, fold](polar_cuda_tuning& t) { t.router_fused = fused; t.router_fold_sum = fold; });
       test_mlp_router(dt, 1, 256, 64, 1000, 100, POLAR_CUDA_SCORE_LOGIT, seed++);
       test_mlp_router(dt, 33, 2056, 1040, 777, 50, POLAR_CUDA_SCORE_LOGIT, seed++);  // split GEMV segments, partial token block
+      if (variant == 2) {
+        test_mlp_router(dt, 5, 256, 64, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);
+        if (!g_quick) test_mlp_router(dt, 64, 9216, 1024, 36864, 18432, POLAR_CUDA_SCORE_LOGIT, seed++);  // OPT-66B's router at batch 64
+        std::printf("# MLP router path: %s\n", polar_cuda_mlp_router_path());
+        continue;
+      }
       // multi-CTA select: the two-barrier path where the k-th key's bin is small (select_cap 8192, the default),
       // the three-pass path (cap 0, and past the cap)
       for (int cap : {8192, 0}) {
