@@ -112,44 +112,6 @@ int occupancy_of(const void* fn, int threads, int smem, int cluster, int* occ) {
 }
 }  // namespace
 
-namespace {
-struct CarveEntry {
-  int dev;
-  const void* fn;
-  int static_smem;  // the kernel's static shared memory (bytes)
-  int pct;          // what was last applied (0: nothing set, the driver's choice)
-};
-CarveEntry g_carve[256];
-int g_ncarve = 0;
-}  // namespace
-
-const polar_cuda_tuning& tuning();  // sel_gemm.cu
-
-cudaError_t apply_carveout(const void* fn, size_t dyn_smem) {
-  const polar_cuda_tuning& t = tuning();
-  int dev = 0;
-  if (const cudaError_t e = cudaGetDevice(&dev)) return e;
-  std::lock_guard<std::mutex> lk(g_occ_mu);
-  CarveEntry* hit = nullptr;
-  for (int i = 0; i < g_ncarve && !hit; ++i)
-    if (g_carve[i].dev == dev && g_carve[i].fn == fn) hit = &g_carve[i];
-  CarveEntry fresh{dev, fn, 0, 0};
-  if (!hit) {
-    cudaFuncAttributes fa;
-    if (const cudaError_t e = cudaFuncGetAttributes(&fa, fn)) return e;
-    fresh.static_smem = (int)fa.sharedSizeBytes;
-    if (g_ncarve < 256) hit = &(g_carve[g_ncarve++] = fresh);
-  }
-  CarveEntry& c = hit ? *hit : fresh;
-  const bool uses_smem = c.static_smem > 0 || dyn_smem > 0;
-  const int pct = t.carveout_scope == 1 && !uses_smem ? 0 : t.smem_carveout;
-  if (c.pct == pct) return cudaSuccess;
-  // cudaSharedmemCarveoutDefault (-1) hands the choice back to the driver
-  if (const cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout, pct ? pct : -1)) return e;
-  c.pct = pct;
-  return cudaSuccess;
-}
-
 int kernel_occupancy(const void* fn, int threads, int smem, int* occ) { return occupancy_of(fn, threads, smem, 0, occ); }
 int cluster_occupancy(const void* fn, int threads, int smem, int cluster, int* n) {
   return occupancy_of(fn, threads, smem, cluster, n);

@@ -118,11 +118,6 @@ inline int launch_attrs(cudaLaunchAttribute* at, bool pdl, bool coop, int cluste
   return na;
 }
 
-// Applies the tuning's smem_carveout to fn (launched with dyn_smem bytes of dynamic shared memory) on the current
-// device where it differs from what was last applied there (cached per (device, fn); 0 puts the driver's choice
-// back; with carveout_scope 1 a kernel without shared memory keeps the driver's choice). Every launch helper calls it.
-cudaError_t apply_carveout(const void* fn, size_t dyn_smem);
-
 // Launches fn(args...) on st with launch_attrs' pdl, coop and cluster_y.
 template <typename... P, typename... A>
 cudaError_t launch_ex_cluster(bool pdl, bool coop, int cluster_y, void (*fn)(P...), dim3 grid, dim3 block, size_t smem,
@@ -135,7 +130,6 @@ cudaError_t launch_ex_cluster(bool pdl, bool coop, int cluster_y, void (*fn)(P..
   cudaLaunchAttribute at[3];
   cfg.attrs = at;
   cfg.numAttrs = launch_attrs(at, pdl, coop, cluster_y);
-  if (const cudaError_t e = apply_carveout((const void*)fn, smem)) return e;
   return cudaLaunchKernelEx(&cfg, fn, static_cast<P>(args)...);
 }
 // ... without clusters.

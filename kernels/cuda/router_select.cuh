@@ -160,9 +160,11 @@ __device__ __forceinline__ void mt_write(const uint32_t (&key)[KPT], int lo, int
 // in ascending order, the kk lowest-index keys equal to the k-th taken. zero[0..nzero) is zeroed once every CTA
 // passed the first grid-wide barrier (a vector the caller's grid read before calling). cap (<= MT_CAP): the most
 // keys in the k-th key's top bin for the two-barrier path (0: always the three-pass one). st is left zeroed.
+// pre0: st->hist[0] already holds the first pass's histogram of all n keys (the kernel that wrote the scores added
+// it, and completed before this grid started): the first pass and its grid barrier are skipped.
 template <int KPT>
 __device__ __forceinline__ void mt_select(const uint32_t (&key)[KPT], int lo, int hi, int k, int32_t* out, MtState* st,
-                                          float* zero, int nzero, int cap) {
+                                          float* zero, int nzero, int cap, bool pre0 = false) {
   cg::grid_group grid = cg::this_grid();
   __shared__ unsigned sh[MT_BINS];
   __shared__ unsigned s_warp[33], s_out[2];
@@ -187,13 +189,15 @@ __device__ __forceinline__ void mt_select(const uint32_t (&key)[KPT], int lo, in
   const int shifts[3] = {21, 10, 0}, bits[3] = {11, 11, 10};
   for (int p = 0; p < 3; ++p) {
     const int shift = shifts[p], nb = 1 << bits[p];
-    for (int b = tid; b < nb; b += NT) sh[b] = 0;
-    __syncthreads();
-    mt_hist_add(sh, KPT, shift, nb, reg_key, [&](int j) { return mine(j) && (key[j] & mask) == prefix; });
-    __syncthreads();
-    for (int b = tid; b < nb; b += NT)
-      if (sh[b]) atomicAdd(&st->hist[p][b], sh[b]);
-    grid.sync();
+    if (p > 0 || !pre0) {
+      for (int b = tid; b < nb; b += NT) sh[b] = 0;
+      __syncthreads();
+      mt_hist_add(sh, KPT, shift, nb, reg_key, [&](int j) { return mine(j) && (key[j] & mask) == prefix; });
+      __syncthreads();
+      for (int b = tid; b < nb; b += NT)
+        if (sh[b]) atomicAdd(&st->hist[p][b], sh[b]);
+      grid.sync();
+    }
     if (p == 0)
       for (int i = c * NT + tid; i < nzero; i += G * NT) zero[i] = 0.f;
     unsigned digit, above;

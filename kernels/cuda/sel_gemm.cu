@@ -299,9 +299,8 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_ROUTER_FUSED=1 (the MLP router's LOGIT path as one cooperative kernel, router_fused.cuh),
 // POLAR_CUDA_HEAD_ROUTER_FUSED=0 (the head router as split-K GEMM + top-k kernel instead of head_router.cuh's),
 // POLAR_CUDA_SELECT_CAP (the multi-CTA top-k's two-barrier limit, router_select.cuh; 0 = always three passes),
-// POLAR_CUDA_SMEM_CARVEOUT (1-100: every kernel's preferred shared-memory percent; 0 = the driver's choice),
-// POLAR_CUDA_CARVEOUT_SCOPE=1 (the carveout only for kernels that use shared memory), POLAR_CUDA_ROUTER_FOLD_SUM=0
-// (the MLP router's token sum as its own kernel before the first GEMV).
+// POLAR_CUDA_ROUTER_FOLD_SUM=0 (the MLP router's token sum as its own kernel before the first GEMV),
+// POLAR_CUDA_ROUTER_HIST_IN_GEMV=0 (the multi-CTA select makes its first-pass histogram itself).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -337,9 +336,8 @@ polar_cuda_tuning& tune() {
     d.router_fused = env_int("POLAR_CUDA_ROUTER_FUSED", 0) ? 1 : 0;
     d.head_router_fused = env_int("POLAR_CUDA_HEAD_ROUTER_FUSED", 1) ? 1 : 0;
     d.select_cap = std::min(8192, std::max(0, env_int("POLAR_CUDA_SELECT_CAP", 8192)));  // 8192: MT_CAP (router_select.cuh)
-    d.smem_carveout = std::min(100, std::max(0, env_int("POLAR_CUDA_SMEM_CARVEOUT", 0)));
-    d.carveout_scope = env_int("POLAR_CUDA_CARVEOUT_SCOPE", 0) ? 1 : 0;
     d.router_fold_sum = env_int("POLAR_CUDA_ROUTER_FOLD_SUM", 1) ? 1 : 0;
+    d.router_hist_in_gemv = env_int("POLAR_CUDA_ROUTER_HIST_IN_GEMV", 1) ? 1 : 0;
     return d;
   }();
   return t;
@@ -600,7 +598,6 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
   cudaLaunchAttribute at[3];
   cfg.attrs = at;
   cfg.numAttrs = launch_attrs(at, pl.pdl, false, pl.cluster);
-  POLAR_CU(apply_carveout(pl.k.fn, pl.k.smem));
   POLAR_CU(cudaLaunchKernelExC(&cfg, pl.k.fn, args));
   return 0;
 }
@@ -726,7 +723,6 @@ extern "C" void polar_cuda_set_tuning(const polar_cuda_tuning* t) {
   if (t->router_fused == 0 || t->router_fused == 1) c.router_fused = t->router_fused;
   if (t->head_router_fused == 0 || t->head_router_fused == 1) c.head_router_fused = t->head_router_fused;
   if (t->select_cap >= 0 && t->select_cap <= 8192) c.select_cap = t->select_cap;
-  if (t->smem_carveout >= 0 && t->smem_carveout <= 100) c.smem_carveout = t->smem_carveout;
-  if (t->carveout_scope == 0 || t->carveout_scope == 1) c.carveout_scope = t->carveout_scope;
   if (t->router_fold_sum == 0 || t->router_fold_sum == 1) c.router_fold_sum = t->router_fold_sum;
+  if (t->router_hist_in_gemv == 0 || t->router_hist_in_gemv == 1) c.router_hist_in_gemv = t->router_hist_in_gemv;
 }

@@ -980,33 +980,9 @@ static void bench_block() {
   // the MLP router's token sum the other way (tuning router_fold_sum flipped: folded into the first GEMV, or its own kernel)
   const Variant mr_fold = variant([&tu0](polar_cuda_tuning& t) { t.router_fold_sum = !tu0.router_fold_sum; }, mlp_router,
                                   polar_cuda_mlp_router_path, true);
-  // the shared-memory carveout (tuning smem_carveout / carveout_scope) other than the default: the most shared memory
-  // for every kernel, and for those that use shared memory only; the dense step too (its attention is this library's
-  // kernel; cuBLASLt's are not affected)
-  struct Carve {
-    int pct, scope;
-    double router_ms, mlp_ms, step_ms, dense_ms;
-  };
-  auto carve = [&](int pct, int scope) {
-    Carve c{pct, scope, 0, 0, 0, 0};
-    const Variant v = variant([pct, scope](polar_cuda_tuning& t) { t.smem_carveout = pct; t.carveout_scope = scope; }, mlp_router,
-                              polar_cuda_mlp_router_path, false);
-    set_tuning([pct, scope](polar_cuda_tuning& t) { t.smem_carveout = pct; t.carveout_scope = scope; });
-    c.dense_ms = time_ms([&] {
-      attn(false);
-      mlp_dense();
-    });
-    c.mlp_ms = time_ms(mlp_sparse);
-    polar_cuda_set_tuning(&tu0);
-    c.router_ms = v.part_ms;
-    c.step_ms = v.step_ms;
-    return c;
-  };
-  std::string carve_json;
-  for (const Carve& c : {carve(tu0.smem_carveout ? 0 : 100, 0), carve(100, 1)})
-    carve_json += std::string(carve_json.empty() ? "" : ",") + "{\"smem_carveout\":" + std::to_string(c.pct) + ",\"scope\":" + std::to_string(c.scope) +
-                  ",\"mlp_router_ms\":" + jnum(c.router_ms) + ",\"mlp_sparse_ms\":" + jnum(c.mlp_ms) + ",\"attn_mlp_sparse_ms\":" +
-                  jnum(c.step_ms) + ",\"attn_mlp_dense_ms\":" + jnum(c.dense_ms) + "}";
+  // the select's first histogram the other way (tuning router_hist_in_gemv flipped)
+  const Variant mr_hist = variant([&tu0](polar_cuda_tuning& t) { t.router_hist_in_gemv = !tu0.router_hist_in_gemv; }, mlp_router,
+                                  polar_cuda_mlp_router_path, true);
   const double sparse_full = time_ms([&] {
     head_router();
     qkv_proj();
@@ -1026,14 +1002,15 @@ static void bench_block() {
       "\"mlp_density\":%g,\"k\":%d,\"router_rank\":%d,\"attn_mlp_sparse_ms\":%s,\"attn_mlp_dense_ms\":%s,\"attn_mlp_speedup\":%s,"
       "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"mlp_router_path\":\"%s\","
       "\"router_other_path\":{\"path\":\"%s\",\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
-      "\"select_three_pass\":{\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},\"fold_sum_other\":{\"router_fold_sum\":%d,\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s,\"rank8_ms\":%s},\"carveout\":[%s],\"head_router_path\":\"%s\",\"head_router_other_path\":{\"path\":\"%s\",\"head_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
+      "\"select_three_pass\":{\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},\"fold_sum_other\":{\"router_fold_sum\":%d,\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s,\"rank8_ms\":%s},\"hist_in_gemv_other\":{\"router_hist_in_gemv\":%d,\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s,\"rank8_ms\":%s},\"head_router_path\":\"%s\",\"head_router_other_path\":{\"path\":\"%s\",\"head_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
       "\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
       g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", polar_cuda_topk_launch_mode(), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
       router_path.c_str(), mr_alt.path.c_str(), jnum(mr_alt.part_ms).c_str(), jnum(mr_alt.step_ms).c_str(), jnum(mr_3p.part_ms).c_str(),
       jnum(mr_3p.step_ms).c_str(), !tu0.router_fold_sum, jnum(mr_fold.part_ms).c_str(), jnum(mr_fold.step_ms).c_str(), jnum(mr_fold.r8_ms).c_str(),
-      carve_json.c_str(),
+      !tu0.router_hist_in_gemv, jnum(mr_hist.part_ms).c_str(), jnum(mr_hist.step_ms).c_str(), jnum(mr_hist.r8_ms).c_str(),
+
       head_path.c_str(),
       hr_alt.path.c_str(), jnum(hr_alt.part_ms).c_str(), jnum(hr_alt.step_ms).c_str(), jnum(t_hr).c_str(),
       jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),

@@ -664,10 +664,12 @@ int main(int argc, char** argv) {
   // routers
   for (polar_dtype dt : dts) {
     // LOGIT scores: the fused cooperative kernel (router_fused = 1), then the separate kernels (the default) with the
-    // token sum folded into the first GEMV (router_fold_sum = 1, the default), then with its own kernel (a few cases)
+    // token sum folded into the first GEMV and the select's first histogram made by the second GEMV (router_fold_sum
+    // and router_hist_in_gemv = 1, the defaults), then with the token sum's own kernel and the select's own first
+    // pass (a few cases)
     for (int variant : {0, 1, 2}) {
       const int fused = variant == 0, fold = variant != 2;
-      set_tuning([fused, fold](polar_cuda_tuning& t) { t.router_fused = fused; t.router_fold_sum = fold; });
+      set_tuning([fused, fold](polar_cuda_tuning& t) { t.router_fused = fused; t.router_fold_sum = fold; t.router_hist_in_gemv = fold; });
       test_mlp_router(dt, 1, 256, 64, 1000, 100, POLAR_CUDA_SCORE_LOGIT, seed++);
       test_mlp_router(dt, 33, 2056, 1040, 777, 50, POLAR_CUDA_SCORE_LOGIT, seed++);  // split GEMV segments, partial token block
       if (variant == 2) {

@@ -183,7 +183,7 @@ int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, s
 // Experimental tuning of the selective GEMMs and the head router, for benchmarks and tests (not thread-safe
 // against calls in flight). Initial values come from the environment (POLAR_CUDA_MMA_STAGES, _SPLIT_PENALTY,
 // _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE, _PLAN = h100 | h200,
-// _ROUTER_FUSED, _HEAD_ROUTER_FUSED, _SELECT_CAP, _SMEM_CARVEOUT, _CARVEOUT_SCOPE, _ROUTER_FOLD_SUM).
+// _ROUTER_FUSED, _HEAD_ROUTER_FUSED, _SELECT_CAP, _ROUTER_FOLD_SUM, _ROUTER_HIST_IN_GEMV).
 // polar_cuda_set_tuning changes each field that is in its range and keeps the others
 // (polar_cuda_tuning_unchanged() has every field out of range).
 typedef struct {
@@ -212,17 +212,14 @@ typedef struct {
   int select_cap;        // MLP router's multi-CTA top-k: the most keys in the k-th key's top-11-bit bin for which it
                          // finishes in each CTA after two grid barriers (default and at most 8192); 0: always three
                          // global radix passes and four barriers
-  int smem_carveout;     // preferred shared-memory carveout of every kernel this library launches: 0 (default) the
-                         // driver's choice per kernel; 1-100 the percent of the SM's L1/shared memory to give shared
-                         // memory (100: the most). A kernel whose carveout differs from the one before it on an SM
-                         // cannot start there until that SM drained (it loses the programmatic overlap)
-  int carveout_scope;    // which kernels smem_carveout applies to: 0 (default) all, 1 only those that use shared
-                         // memory (the others keep the driver's choice, e.g. the most L1 for the router's GEMVs)
   int router_fold_sum;   // MLP router, LOGIT scores, separate kernels: 1 the token sum folded into the first GEMV (one
                          // kernel per 64 columns of x); 0 a token-sum kernel, then the GEMV
+  int router_hist_in_gemv;  // MLP router, LOGIT scores, separate kernels, rank <= 1024: 1 the second GEMV counts the
+                         // scores in the multi-CTA select's first-pass histogram (the select skips that pass and a
+                         // grid barrier); 0 the select makes it
 } polar_cuda_tuning;
 static inline polar_cuda_tuning polar_cuda_tuning_unchanged(void) {
-  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
   return t;
 }
 void polar_cuda_get_tuning(polar_cuda_tuning* t);
