@@ -1,8 +1,11 @@
 // Router inference with fused top-k (semantics of kernels/cpu/sparse.cc):
 //  - MLP router, LOGIT scores: the router is linear, so the batch sum of the scores is
-//    fc2 . (fc1 . sum_t x[t]): the tokens are summed first (fp32), then two fp32-accumulating GEMVs stream
-//    fc1 and fc2 once each (a decode step's router then costs its weight bytes at HBM speed, whatever the
-//    batch; the GEMM path below re-read them through split-K tiles and took ~4x longer at batch 64). With
+//    fc2 . (fc1 . sum_t x[t]): the tokens are summed (fp32), then two fp32-accumulating GEMVs stream fc1 and
+//    fc2 once each (a decode step's router then costs its weight bytes at HBM speed, whatever the batch; the
+//    GEMM path below re-read them through split-K tiles and took ~4x longer at batch 64). By default the token
+//    sum is folded into the first GEMV (xsum_gemv_kernel: each CTA sums its slice of columns), and the second
+//    GEMV counts each score into the multi-CTA select's first histogram (tunings router_fold_sum and
+//    router_hist_in_gemv; each took ~2-4 us off the decode step on an H200, docs/benchmarks.md). With
 //    tuning router_fused = 1 all of it, the top-k included, runs as one cooperative kernel instead
 //    (router_fused.cuh; measured slower on an H200 so far, hence not the default).
 //  - MLP router, SIGMOID scores (not linear): h = x fc1^T (selective-GEMM kernel, compact [m, rank]), then
@@ -10,7 +13,8 @@
 //    inside the GEMM: the [m, ffn] score matrix never reaches memory).
 //  Then the k largest are radix-selected and written in ascending order (ties: lower index first), by
 //  every SM at once (cooperative launch; topk_multi_kernel, router_select.cuh: two grid barriers in the usual
-//  case) or, for fewer than 8192 scores or where that cannot run, by one CTA.
+//  case, one when the GEMV made the first histogram) or, for fewer than 8192 scores or where that cannot run, by
+//  one CTA.
 //  - Head router: logits = x w^T + b (fp32), each KV group's scores summed (when the router scores query heads)
 //    and the token's top-k groups written in ascending order: on sm_90 with <= 128 units as one thread-block
 //    cluster kernel (head_router.cuh; tuning head_router_fused), else through the split-K GEMM and then one

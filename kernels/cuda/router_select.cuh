@@ -53,7 +53,8 @@ __device__ __forceinline__ unsigned block_excl_scan(unsigned v, unsigned* sh /*[
 // The single-CTA select (router.cu's topk_kernel) takes ~55 us for 36864 scores on an H100 (one SM doing four
 // histogram passes and the compaction). Here every SM holds a contiguous slice of the keys in registers. A
 // first radix pass over the top 11 bits builds per-CTA shared-memory histograms that meet in a global one;
-// after a grid-wide barrier every CTA finds the same bin, the one that holds the k-th largest key.
+// after a grid-wide barrier every CTA finds the same bin, the one that holds the k-th largest key. (Where the
+// kernel that wrote the scores made that histogram (pre0), the pass and its barrier are skipped.)
 //  - Two-barrier path (that bin holds at most `cap` keys, the usual case): every CTA appends its keys in that
 //    bin (key and index) to a candidate list in the workspace and publishes how many of its keys lie above
 //    the bin; after a second barrier each CTA loads the whole candidate list into shared memory and finishes
@@ -161,7 +162,8 @@ __device__ __forceinline__ void mt_write(const uint32_t (&key)[KPT], int lo, int
 // passed the first grid-wide barrier (a vector the caller's grid read before calling). cap (<= MT_CAP): the most
 // keys in the k-th key's top bin for the two-barrier path (0: always the three-pass one). st is left zeroed.
 // pre0: st->hist[0] already holds the first pass's histogram of all n keys (the kernel that wrote the scores added
-// it, and completed before this grid started): the first pass and its grid barrier are skipped.
+// it, and completed before this grid started): the first pass and its grid barrier are skipped, so zero is then
+// cleared without waiting for the grid (pass no vector that other CTAs of this grid may still read).
 template <int KPT>
 __device__ __forceinline__ void mt_select(const uint32_t (&key)[KPT], int lo, int hi, int k, int32_t* out, MtState* st,
                                           float* zero, int nzero, int cap, bool pre0 = false) {
