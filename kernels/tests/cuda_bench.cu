@@ -637,7 +637,6 @@ static void bench_attn(bool gqa) {
     }
 }
 
-// ---- one OPT-66B decode step: (QKV proj) + attention + (out proj) + MLP, sparse vs dense ----------------
 // ---- read patterns (--only reads; not in the default run) ---------------------------------------------
 // How fast the HBM delivers the selective GEMMs' weight streams with no arithmetic: pieces of P bytes from
 // half of OPT-66B's 36864 weight rows (18 KB each, a random sorted half, as a router picks), one CTA per
@@ -800,6 +799,7 @@ static void bench_reads() {
   }
 }
 
+// ---- one OPT-66B decode step: (QKV proj) + attention + (out proj) + MLP, sparse vs dense ----------------
 static void bench_block() {
   if (!polar_cuda_cublaslt_available()) {
     std::fprintf(stderr, "block: skipped, cuBLASLt unavailable: %s\n", polar_last_error());
@@ -1009,9 +1009,7 @@ static void bench_block() {
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
       router_path.c_str(), mr_alt.path.c_str(), jnum(mr_alt.part_ms).c_str(), jnum(mr_alt.step_ms).c_str(), jnum(mr_3p.part_ms).c_str(),
       jnum(mr_3p.step_ms).c_str(), !tu0.router_fold_sum, jnum(mr_fold.part_ms).c_str(), jnum(mr_fold.step_ms).c_str(), jnum(mr_fold.r8_ms).c_str(),
-      !tu0.router_hist_in_gemv, jnum(mr_hist.part_ms).c_str(), jnum(mr_hist.step_ms).c_str(), jnum(mr_hist.r8_ms).c_str(),
-
-      head_path.c_str(),
+      !tu0.router_hist_in_gemv, jnum(mr_hist.part_ms).c_str(), jnum(mr_hist.step_ms).c_str(), jnum(mr_hist.r8_ms).c_str(), head_path.c_str(),
       hr_alt.path.c_str(), jnum(hr_alt.part_ms).c_str(), jnum(hr_alt.step_ms).c_str(), jnum(t_hr).c_str(),
       jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());
