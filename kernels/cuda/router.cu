@@ -239,8 +239,9 @@ constexpr int GV_SEG = 32 * 8 * GV_UNROLL;   // K elements per warp task (one un
 // The weights are constant, so each warp loads its first task's rows before waiting for the kernel that
 // writes v (programmatic launch), and the next task's rows before reducing the current one (two tasks in
 // flight per warp). zero[0..nzero): a vector the previous kernel read, zeroed once it completed.
-// hist (K <= GV_SEG only, where each y[r] is stored whole): counts each y[r] in the multi-CTA select's first-pass
-// histogram (the top 11 bits of its order key), so that the select skips that pass and its grid barrier.
+// hist (callers pass it only where K <= GV_SEG, so that each y[r] is stored whole): counts each y[r] in the multi-CTA
+// select's first-pass histogram (the top 11 bits of its order key), so that the select skips that pass and its grid
+// barrier.
 template <typename T>
 __global__ void __launch_bounds__(256) gemv_kernel(const T* __restrict__ A, int64_t lda, int rows, int K,
                                                    const float* __restrict__ v, float* y, float* zero, int nzero,
@@ -376,8 +377,7 @@ int launch_gemv(bool pdl, const void* A, int64_t lda, int rows, int K, const flo
   occ = std::max(1, occ);
   const int64_t tasks = (int64_t)rows * ((K + GV_SEG - 1) / GV_SEG);
   const int grid = (int)std::max<int64_t>(1, std::min<int64_t>((tasks + 7) / 8, (int64_t)sms * occ));
-  POLAR_CU(launch_ex(pdl, false, gemv_kernel<T>, grid, 256, 0, st, static_cast<const T*>(A), lda, rows, K, v, y, zero, nzero,
-                     K <= GV_SEG ? hist : nullptr));
+  POLAR_CU(launch_ex(pdl, false, gemv_kernel<T>, grid, 256, 0, st, static_cast<const T*>(A), lda, rows, K, v, y, zero, nzero, hist));
   return 0;
 }
 
@@ -624,16 +624,17 @@ extern "C" int polar_cuda_mlp_router(const polar_cuda_mlp_router_params* p) {
                   !gemv                       ? "SIGMOID scores (or POLAR_CUDA_ROUTER_GEMM) take the GEMM path"
                   : tuning().router_fold_sum ? "tuning router_fused = 0; token sum folded into the first GEMV"
                                               : "tuning router_fused = 0; token-sum kernel, then the first GEMV (router_fold_sum = 0)");
-    if (gemv)
-      std::snprintf(g_router_path + std::strlen(g_router_path), sizeof g_router_path - std::strlen(g_router_path), "; %s",
-                    !tuning().router_hist_in_gemv ? "the select makes its first histogram (router_hist_in_gemv = 0)"
-                    : p->rank <= GV_SEG          ? "the second GEMV makes the multi-CTA select's first histogram"
-                                                 : "the select makes its first histogram (rank > 1024)");
   }
   int G = 0;  // the multi-CTA select's grid (0: one CTA selects)
   if (topk_multi_grid(p->ffn, p->k, dp, &G)) return -1;
   // the second GEMV adds the select's first-pass histogram where it stores each score whole (rank <= GV_SEG)
   const bool pre0 = gemv && G > 0 && p->rank <= GV_SEG && tuning().router_hist_in_gemv;
+  if (gemv)
+    std::snprintf(g_router_path + std::strlen(g_router_path), sizeof g_router_path - std::strlen(g_router_path), "; %s",
+                  pre0                           ? "the second GEMV makes the multi-CTA select's first histogram"
+                  : !tuning().router_hist_in_gemv ? "the select makes its first histogram (router_hist_in_gemv = 0)"
+                  : G == 0                        ? "one CTA selects (k = 0, k = ffn or fewer than 8192 scores)"
+                                                  : "the select makes its first histogram (rank > 1024)");
   MtState* mts = reinterpret_cast<MtState*>(ws + L.mt_off);
   unsigned* hist0 = pre0 ? mts->hist[0] : nullptr;
   if (gemv) {
