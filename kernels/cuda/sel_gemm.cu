@@ -219,6 +219,15 @@ KInfo pick_mma(int nb) {
   }
 }
 
+template <typename T, int AMODE, bool SMA>
+KInfo pick_ws(int nb) {
+  switch (nb) {
+    case 64: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 64, SMA>, WsSmem<64>::BYTES, 384, 64, true, Cfg<64, true>::STAGES, true};
+    case 128: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 128, SMA>, WsSmem<128>::BYTES, 384, 128, true, Cfg<128, true>::STAGES, true};
+    default: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 256, SMA>, WsSmem<256>::BYTES, 384, 256, true, Cfg<256, true>::STAGES, true};
+  }
+}
+
 // Kernel shapes of the wgmma path (chosen in gemm_plan). WG_TWO: two warpgroups (m64 x nb each); WG_PAIR:
 // nb = 128, two CTAs per SM; WG_FOUR: nb = 256, four warpgroups of m64n128; WG_WS: nb = 256, warp-specialized
 enum WgShape { WG_TWO = 0, WG_PAIR = 1, WG_FOUR = 2, WG_WS = 3 };
@@ -228,11 +237,7 @@ KInfo pick_kernel(bool wg, int nb, int wg_shape, int mma_stages, int mma_warps) 
   if (wg) {
     if (wg_shape == WG_PAIR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128, 2>, Cfg<128, true, 4, 2>::SMEM, 256, 128, true, Cfg<128, true, 4, 2>::STAGES};
-    if (wg_shape == WG_WS) switch (nb) {
-        case 64: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 64>, Cfg<64, true>::SMEM, 384, 64, true, Cfg<64, true>::STAGES, true};
-        case 128: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 128>, Cfg<128, true>::SMEM, 384, 128, true, Cfg<128, true>::STAGES, true};
-        default: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 256>, Cfg<256, true>::SMEM, 384, 256, true, Cfg<256, true>::STAGES, true};
-      }
+    if (wg_shape == WG_WS) return tuning().ws_smem_a ? pick_ws<T, AMODE, true>(nb) : pick_ws<T, AMODE, false>(nb);
     if (wg_shape == WG_FOUR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256, 1, 4>, Cfg<256, true>::SMEM, 512, 256, true, Cfg<256, true>::STAGES};
     switch (nb) {
@@ -300,7 +305,8 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_HEAD_ROUTER_FUSED=0 (the head router as split-K GEMM + top-k kernel instead of head_router.cuh's),
 // POLAR_CUDA_SELECT_CAP (the multi-CTA top-k's two-barrier limit, router_select.cuh; 0 = always three passes),
 // POLAR_CUDA_ROUTER_FOLD_SUM=0 (the MLP router's token sum as its own kernel before the first GEMV),
-// POLAR_CUDA_ROUTER_HIST_IN_GEMV=0 (the multi-CTA select makes its first-pass histogram itself).
+// POLAR_CUDA_ROUTER_HIST_IN_GEMV=0 (the multi-CTA select makes its first-pass histogram itself),
+// POLAR_CUDA_WS_SMEM_A=0 (the warp-specialized kernel's weight fragments through ldmatrix, sel_gemm_ws.cuh).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -338,6 +344,7 @@ polar_cuda_tuning& tune() {
     d.select_cap = std::min(8192, std::max(0, env_int("POLAR_CUDA_SELECT_CAP", 8192)));  // 8192: MT_CAP (router_select.cuh)
     d.router_fold_sum = env_int("POLAR_CUDA_ROUTER_FOLD_SUM", 1) ? 1 : 0;
     d.router_hist_in_gemv = env_int("POLAR_CUDA_ROUTER_HIST_IN_GEMV", 1) ? 1 : 0;
+    d.ws_smem_a = env_int("POLAR_CUDA_WS_SMEM_A", 1) ? 1 : 0;
     return d;
   }();
   return t;
@@ -376,23 +383,26 @@ struct PlanProfile {
   double fc2_wgmma_max;   // fc2 at batch 17-64: wgmma up to this many bytes of gathered weights
   double wide_wgmma_min;  // fc2 at batch > 64: wgmma from this many bytes (fc1: 10 MB on both)
   double fc1_ws_min;      // fc1 at batch 33-64: the warp-specialized stream-K kernel from this many bytes (0: never)
+  double fc2_ws_min;      // fc2 at batch 33-64: the same (0: never)
 };
-constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0};
-constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6};
+constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0, 0};
+constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6, 250e6};
 const PlanProfile& plan_profile(const DevProps& p, const polar_cuda_tuning& tu) {
   if (tu.plan_profile == 1) return kPlanH100;
   if (tu.plan_profile == 2) return kPlanH200;
   return p.h200 ? kPlanH200 : kPlanH100;
 }
 
-bool fc1_ws_m64(int M, double a_bytes, const PlanProfile& pp) {
-  return M > 32 && M <= 64 && pp.fc1_ws_min > 0 && a_bytes >= pp.fc1_ws_min;
+// batch 33-64 on the warp-specialized stream-K kernel (nb = 64), by the profile's size threshold of fc1 / fc2
+bool ws_m64(int amode, int M, double a_bytes, const PlanProfile& pp) {
+  const double min = amode == A_ROWS ? pp.fc1_ws_min : pp.fc2_ws_min;
+  return M > 32 && M <= 64 && min > 0 && a_bytes >= min;
 }
 bool auto_wgmma(int amode, int M, double a_bytes, const PlanProfile& pp) {
   if (M > 64) return a_bytes > (amode == A_ROWS ? 10e6 : pp.wide_wgmma_min);  // small gathers: mma.sync (nb = 64 x 4 tiles)
   if (M <= 8) return false;
-  if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6) || fc1_ws_m64(M, a_bytes, pp);
-  return M > 16 && a_bytes <= pp.fc2_wgmma_max;
+  if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6) || ws_m64(amode, M, a_bytes, pp);
+  return (M > 16 && a_bytes <= pp.fc2_wgmma_max) || ws_m64(amode, M, a_bytes, pp);
 }
 
 struct GemmPlan {
@@ -432,7 +442,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // batch 128 at 50% 0.372 vs 0.369 for the wgmma pair), so the default keeps it at nb = 256.
   // (PlanProfile: on the H200 also fc1 at batch 33-64 from 250 MB, chosen by auto only)
   const bool ws = g.K > 0 && (tu.nb256 == 3 || (tu.nb256 == 2 && nb == 256 && a_bytes >= 100e6) ||
-                              (tu.nb256 == 2 && impl == POLAR_IMPL_AUTO && wg && amode == A_ROWS && fc1_ws_m64(g.M, a_bytes, pp)));
+                              (tu.nb256 == 2 && impl == POLAR_IMPL_AUTO && wg && ws_m64(amode, g.M, a_bytes, pp)));
   const bool pair_k = pair && !ws;
   const int wg_shape = ws ? WG_WS : pair_k ? WG_PAIR : nb != 256 ? WG_TWO : tu.nb256 == 0 ? WG_TWO : WG_FOUR;
   // mma.sync: on the H100 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64:
@@ -505,7 +515,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // on another kernel: fc2's CTAs then started as fc1's left the SMs and measured slower than a plain launch
   // (H200, OPT-66B batch 64 at 50%: fc1 + fc2 0.2203 ms vs 0.2148, at 100% 0.4064 vs 0.4048; at every point
   // without that pairing the programmatic launch was ahead, 4% in the geometric mean)
-  const bool after_ws_fc1 = amode == A_COLS && g.early_a && can_wg && fc1_ws_m64(g.M, a_bytes, pp) && !k.tma_b;
+  const bool after_ws_fc1 = amode == A_COLS && g.early_a && can_wg && ws_m64(A_ROWS, g.M, a_bytes, pp) && !k.tma_b;
   pl->pdl = pdl_on(p) && !after_ws_fc1;
   pl->profile = pp.name;
   pl->occ = occ;
@@ -725,4 +735,5 @@ extern "C" void polar_cuda_set_tuning(const polar_cuda_tuning* t) {
   if (t->select_cap >= 0 && t->select_cap <= 8192) c.select_cap = t->select_cap;
   if (t->router_fold_sum == 0 || t->router_fold_sum == 1) c.router_fold_sum = t->router_fold_sum;
   if (t->router_hist_in_gemv == 0 || t->router_hist_in_gemv == 1) c.router_hist_in_gemv = t->router_hist_in_gemv;
+  if (t->ws_smem_a == 0 || t->ws_smem_a == 1) c.ws_smem_a = t->ws_smem_a;
 }

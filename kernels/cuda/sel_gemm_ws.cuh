@@ -30,7 +30,20 @@ namespace {
 constexpr int64_t WS_RELEASE_STEPS = 8;
 __device__ __forceinline__ int sk_cta_of(int64_t step, int64_t total, int G) { return (int)(((step + 1) * G - 1) / total); }
 
-template <typename T, int AMODE, int NB>
+// SMA (tuning ws_smem_a): the consumers' wgmma reads the weight tile from shared memory through a descriptor
+// (M-major for fc2's tile) and keeps one stage's MMAs in flight: a stage is released when the next stage's
+// MMAs have been issued and its own have completed, so no ldmatrix and no MMA wait sit between two stages.
+// Else (SMA = 0) the A fragments come from ldmatrix and each stage's MMAs are waited for before the next.
+// SEP (nb = 64, where it fits: 179 KB with the 6-stage ring): the fp32 epilogue tile has its own buffer after
+// the ring, so the producer streams the next tile's stages during a tile's epilogue; else the epilogue tile
+// overlays the ring and the producer waits for it at each tile boundary.
+template <int NB>
+struct WsSmem {
+  static constexpr bool SEP = NB == 64;
+  static constexpr int BYTES = Cfg<NB, true>::SMEM + (SEP ? NB * SLD * 4 : 0);
+};
+
+template <typename T, int AMODE, int NB, bool SMA>
 __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_constant__ GemmArgs g) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using C = Cfg<NB, true>;
@@ -43,7 +56,8 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
   const int64_t s_begin = (int64_t)blockIdx.x * total / G, s_end = (int64_t)(blockIdx.x + 1) * total / G;
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t sbase = (raw + 1023) & ~1023u;  // the swizzle atoms need 1024-byte alignment
-  float* S = reinterpret_cast<float*>(smem_raw + (sbase - raw));
+  constexpr bool SEP = WsSmem<NB>::SEP;
+  float* S = reinterpret_cast<float*>(smem_raw + (sbase - raw) + (SEP ? ST * C::STAGE_BYTES : 0));
   const uint32_t full = smem_u32(&bars[0]), empty = smem_u32(&bars[ST]);
   if (tid == 0) {
     for (int s = 0; s < ST; ++s) {
@@ -66,12 +80,36 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
     q.m0 = (q.t / tilesF) * NB;
     return q;
   };
+  // fc2's K-row indices: a ring of IR slots of BK indices in shared memory, filled by cp.async ST steps ahead
+  // of the copies that use them. Loading them into registers one step ahead measured half of fc1's streaming
+  // rate per CTA on this kernel (H200, OPT-66B batch 64 at 50%: fc2 0.167 ms; 0.149 with four steps ahead,
+  // which spilled at nb = 256): a global load's value waits behind the stage copies issued before it.
+  constexpr int IR = ST + 1;  // one slot more than in flight: a slot is refilled one step after its last read
+  __shared__ __align__(16) int sidx[AMODE == A_COLS ? IR * BK : 1];
   // The two roles run separate loops: setmaxnreg applies only where no register is shared between them.
   if (warp >= 8) {  // producer: few registers, so that the consumers can hold 128 accumulators each
     if (NB == 256) asm volatile("setmaxnreg.dec.sync.aligned.u32 56;\n" ::: "memory");
     if (!early) griddep_wait();  // fc1's loader reads idx, written by the router
     int ring = 0;  // stages filled so far (ring slot and mbarrier parity)
     const uint64_t b_pol = l2_policy_evict_last();
+    const int pt = tid - 256;
+    // fc2: the indices of the CTA's step at ring position pos into slot pos % IR (lanes 0-7 of each half-warp
+    // copy the eight rows that the half-warp loads), then one cp.async group. Group pos holds them (ST groups
+    // at the start, then one per step with that step's weight copies), so at position r the wait for at most
+    // ST - 1 pending groups is the wait for group r, whose weight copies (of step r - ST) landed before the
+    // empty barrier of slot r % ST let the producer on.
+    auto idx_copy = [&](int pos) {
+      if (AMODE == A_COLS && g.idx && (pt & 15) < 8 && s_begin + pos < s_end) {
+        const int row = (pt >> 4) * 8 + (pt & 15);
+        const int j = (int)((s_begin + pos) % nc) * BK + row;
+        const uint32_t dst = smem_u32(sidx + (pos % IR) * BK + row);
+        const int n = j < g.K ? 4 : 0;
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(g.idx + (j < g.K ? j : 0)), "r"(n) : "memory");
+      }
+      if (AMODE == A_COLS) cp_async_commit();
+    };
+    static_assert(Loader<T, AMODE, NB, 128, true>::A_ITERS == 8, "idx_copy: eight K rows per half-warp");
+    for (int p = 0; p < ST; ++p) idx_copy(p);
     for (int64_t step = s_begin; step < s_end;) {
       const Seg q = seg_at(step);
       // at M <= 256 (one batch tile) each weight tile is read once: its copies are L2 evict-first, the
@@ -83,26 +121,38 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
           tma_load_2d_hint(sbase + s * C::STAGE_BYTES + C::A_BYTES, &g.tmb, c * BK, q.m0, full + 8 * s, b_pol);
         }
       };
+      // the weight copies of the step at ring position r into stage slot s
+      auto load_a = [&](int s, int c, int r) {
+        if constexpr (AMODE == A_COLS) {
+          cp_async_wait<ST - 1>();
+          __syncwarp();  // lanes 0-7 of the half-warp copied its indices
+          ld.load_a_grouped(g, sbase + s * C::STAGE_BYTES, c, sidx + (r % IR) * BK);
+        } else {
+          ld.load_a(g, sbase + s * C::STAGE_BYTES, c);
+        }
+      };
       int i = 0;
       if (early && step == s_begin) {  // fc2: its first weight stages stream while fc1 finishes
-        for (int j = 0; j < ST && j < q.nloc; ++j) ld.load_a(g, sbase + j * C::STAGE_BYTES, q.cb + j);
+        for (int j = 0; j < ST && j < q.nloc; ++j) {
+          load_a(j, q.cb + j, j);
+          idx_copy(j + ST);
+        }
         griddep_wait();
         for (; i < ST && i < q.nloc; ++i) {
           mbar_arrive_cp_async(full + 8 * i);
           load_b(i, q.cb + i);
         }
       }
-      if (i < q.nloc) ld.prefetch_rows(g, q.cb + i);
       for (; i < q.nloc; ++i) {
         const int r = ring + i, s = r % ST;
         if (r >= ST) mbar_wait(empty + 8 * s, ((r / ST) & 1) ^ 1);
-        ld.load_a(g, sbase + s * C::STAGE_BYTES, q.cb + i);
-        mbar_arrive_cp_async(full + 8 * s);
+        load_a(s, q.cb + i, r);
+        mbar_arrive_cp_async(full + 8 * s);  // (before the index copies of a later step: not waited for)
         load_b(s, q.cb + i);
-        if (i + 1 < q.nloc) ld.prefetch_rows(g, q.cb + i + 1);
+        idx_copy(r + ST);
       }
-      // the next tile's copies would overwrite the ring, which holds the fp32 tile during the epilogue
-      asm volatile("bar.sync 2, 384;\n" ::: "memory");
+      // without SEP the next tile's copies would overwrite the ring, which holds the fp32 tile during the epilogue
+      if (!SEP) asm volatile("bar.sync 2, 384;\n" ::: "memory");
       ring += q.nloc;
       step += q.nloc;
     }
@@ -128,18 +178,37 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         const uint32_t sa = sbase + s * C::STAGE_BYTES;
         const uint32_t sb = sa + C::A_BYTES;
-        uint32_t af[BK / 16][4];
+        if (SMA) {
+          const uint32_t wa = sa + (warp >> 2) * (BK * 128);  // this warpgroup's 64 features (either layout)
+          asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-        for (int ks = 0; ks < BK / 16; ++ks) load_afrag<AMODE>(sa, wf, ks, lane, af[ks]);
-        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+          for (int ks = 0; ks < BK / 16; ++ks) {
+            // fc1: K-major rows of 128 bytes, k16 = 32 bytes along a row; fc2: M-major, k16 = 16 rows of 128 bytes
+            const uint64_t ad = AMODE == A_ROWS ? sw128_desc(wa + ks * 32) : acols_desc(wa + ks * 16 * 128);
+            WgmmaSS<T, NB, AMODE == A_COLS>::mma(acc, ad, sw128_desc(sb + ks * 32));
+          }
+          asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+          asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // the previous stage's MMAs are done
+          if (i > 0 && lane == 0) mbar_arrive(empty + 8 * ((r - 1) % ST));
+        } else {
+          uint32_t af[BK / 16][4];
 #pragma unroll
-        for (int ks = 0; ks < BK / 16; ++ks) Wgmma<T, NB>::mma(acc, af[ks], sw128_desc(sb + ks * 32));
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+          for (int ks = 0; ks < BK / 16; ++ks) load_afrag<AMODE>(sa, wf, ks, lane, af[ks]);
+          asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+          for (int ks = 0; ks < BK / 16; ++ks) Wgmma<T, NB>::mma(acc, af[ks], sw128_desc(sb + ks * 32));
+          asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+          asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+          if (lane == 0) mbar_arrive(empty + 8 * s);
+        }
+      }
+      if (SMA) {  // the tile's last stage
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        if (lane == 0) mbar_arrive(empty + 8 * s);
+        if (q.nloc > 0 && lane == 0) mbar_arrive(empty + 8 * ((ring + q.nloc - 1) % ST));
       }
       // both consumer warpgroups are done with every stage of this tile, and every copy landed (each full
-      // phase was seen), so the fp32 tile may overwrite the ring
+      // phase was seen), so the fp32 tile may overwrite the ring (with SEP: every consumer has left the
+      // previous tile's epilogue, which read the tile's own buffer)
       asm volatile("bar.sync 1, 256;\n" ::: "memory");
 #pragma unroll
       for (int i = 0; i < NB / 8; ++i)
@@ -154,7 +223,7 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
       // a shared tile: every CTA adds its part into the fp32 slot of the tile's last CTA (unique: a CTA that
       // is the last of two tiles covers the second one whole); the last to arrive applies the epilogue
       gemm_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0, last, last - first + 1, (int)blockIdx.x - first);
-      asm volatile("bar.sync 2, 384;\n" ::: "memory");  // the ring is free again
+      if (!SEP) asm volatile("bar.sync 2, 384;\n" ::: "memory");  // the ring is free again
       ring += q.nloc;
       step += q.nloc;
     }

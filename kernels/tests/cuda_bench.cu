@@ -11,6 +11,7 @@
 //
 // usage: cuda_bench [--only mlp,attn,gqa,block,reads] [--dtype f16|bf16] [--flush read|write] [--hbm TB/s] [--quick]
 //                   [--kv-layout bhsd|bshd] (the block's KV cache layout; default bhsd, the runtime's)
+//                   [--sweep [--sweep-points MODEL:BATCH:DENSITY,...] [--sweep-variants NAME,...]] (tuning sweep)
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -33,6 +34,7 @@ static bool g_sweep = false;
 // the layout of the attention grid and of the reference kernels)
 static bool g_kv_bhsd = true;
 static std::string g_sweep_points;  // --sweep-points: the points of --sweep (default: a fixed list)
+static std::string g_sweep_variants;  // --sweep-variants: only these variants of --sweep (comma-separated names)
 // --mlp-point MODEL:BATCH:DENSITY runs only that selective-MLP point, once, untimed (for ncu/nsys)
 static std::string g_point;
 static bool g_wgmma = false;
@@ -465,6 +467,7 @@ static void bench_sweep() {
                              {"wg4", au, 0, 1.0},       {"wg4-cl", au, 0, 1.0},         {"wg4-cl-pen0.25", au, 0, 0.25},
                              {"auto-cl", au, 0, 1.0},   {"auto-nocl", au, 0, 1.0},
                              {"ws", wg, 0, 1.0, true},  {"ws-s1", wg, 1, 1.0, true},  // the warp-specialized kernel, forced
+                             {"ws-ra", wg, 0, 1.0, true},  // the same with its weight fragments through ldmatrix
                              {"pair", au, 0, 1.0},      {"pair-pen0.25", au, 0, 0.25},  {"mma-8w", mm, 0, 1.0},
                              {"mma-4w", mm, 0, 1.0},    {"plan-h100", au, 0, 1.0},    {"plan-h200", au, 0, 1.0}};
     for (int sp : {1, 2, 4, 8, 16}) {  // each path under forced split counts
@@ -473,6 +476,7 @@ static void bench_sweep() {
     }
     for (const Var& v : vars) {
       if (v.wg_only && !g_wgmma) continue;
+      if (!g_sweep_variants.empty() && ("," + g_sweep_variants + ",").find("," + v.name + ",") == std::string::npos) continue;
       set_tuning([&v, &defaults](polar_cuda_tuning& t) {
         t.mma_stages = 3;
         t.split_penalty = v.pen;
@@ -482,6 +486,7 @@ static void bench_sweep() {
         t.cluster_reduce = v.name.find("-cl") != std::string::npos ? 1 : v.name.find("-nocl") != std::string::npos ? 0 : defaults.cluster_reduce;
         // the per-GPU planner choices (PlanProfile in sel_gemm.cu), both on this GPU
         t.plan_profile = v.name == "plan-h100" ? 1 : v.name == "plan-h200" ? 2 : defaults.plan_profile;
+        t.ws_smem_a = v.name.find("-ra") != std::string::npos ? 0 : defaults.ws_smem_a;
       });
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;
@@ -1030,6 +1035,7 @@ int main(int argc, char** argv) {
     if (a == "--quick") g_quick = true;
     else if (a == "--sweep") g_sweep = true;
     else if (a == "--sweep-points" && i + 1 < argc) g_sweep_points = argv[++i];
+    else if (a == "--sweep-variants" && i + 1 < argc) g_sweep_variants = argv[++i];
     else if (a == "--mlp-point" && i + 1 < argc) g_point = argv[++i];
     else if (a == "--flush" && i + 1 < argc) {
       const std::string f = argv[++i];
