@@ -344,7 +344,7 @@ polar_cuda_tuning& tune() {
     d.select_cap = std::min(8192, std::max(0, env_int("POLAR_CUDA_SELECT_CAP", 8192)));  // 8192: MT_CAP (router_select.cuh)
     d.router_fold_sum = env_int("POLAR_CUDA_ROUTER_FOLD_SUM", 1) ? 1 : 0;
     d.router_hist_in_gemv = env_int("POLAR_CUDA_ROUTER_HIST_IN_GEMV", 1) ? 1 : 0;
-    d.ws_smem_a = env_int("POLAR_CUDA_WS_SMEM_A", 1) ? 1 : 0;
+    d.ws_smem_a = env_int("POLAR_CUDA_WS_SMEM_A", 0) ? 1 : 0;
     return d;
   }();
   return t;
@@ -386,7 +386,7 @@ struct PlanProfile {
   double fc2_ws_min;      // fc2 at batch 33-64: the same (0: never)
 };
 constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0, 0};
-constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6, 250e6};
+constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6, 0};
 const PlanProfile& plan_profile(const DevProps& p, const polar_cuda_tuning& tu) {
   if (tu.plan_profile == 1) return kPlanH100;
   if (tu.plan_profile == 2) return kPlanH200;
