@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(NW * 32) sel_gemm_mma_kernel(const GemmArgs g)
 
   if (AMODE == A_ROWS) griddep_wait_and_release();  // the loader reads idx
   Loader<T, AMODE, NB, NW * 32> ld(g, f0, m0, tid);
-  const int nloc = c_end - c_begin, rot = chunk_rotation(nloc, g.rot_groups);
+  const int nloc = c_end - c_begin, rot = chunk_rotation(nloc);
   gemm_prologue<AMODE, C::STAGES, C::STAGE_BYTES, C::A_BYTES>(g, ld, sbase, c_begin, nloc, rot);
   if (C::STAGES - 1 < nloc) ld.prefetch_rows(g, chunk_of(C::STAGES - 1, c_begin, nloc, rot));
   for (int i = 0; i < nloc; ++i) {
@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(NWG * 128, MINB) sel_gemm_wgmma_kernel(const G
 
   if (AMODE == A_ROWS) griddep_wait_and_release();
   Loader<T, AMODE, NB, NWG * 128> ld(g, f0, m0, tid);
-  const int nloc = c_end - c_begin, rot = chunk_rotation(nloc, g.rot_groups);
+  const int nloc = c_end - c_begin, rot = chunk_rotation(nloc);
   gemm_prologue<AMODE, C::STAGES, C::STAGE_BYTES, C::A_BYTES>(g, ld, sbase, c_begin, nloc, rot);
   if (C::STAGES - 1 < nloc) ld.prefetch_rows(g, chunk_of(C::STAGES - 1, c_begin, nloc, rot));
   for (int i = 0; i < nloc; ++i) {
@@ -306,8 +306,7 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_SELECT_CAP (the multi-CTA top-k's two-barrier limit, router_select.cuh; 0 = always three passes),
 // POLAR_CUDA_ROUTER_FOLD_SUM=0 (the MLP router's token sum as its own kernel before the first GEMV),
 // POLAR_CUDA_ROUTER_HIST_IN_GEMV=0 (the multi-CTA select makes its first-pass histogram itself),
-// POLAR_CUDA_WS_SMEM_A=1 (the warp-specialized kernel's wgmma reads its weights from shared memory, sel_gemm_ws.cuh),
-// POLAR_CUDA_ROT_GROUPS=n (the lock-step kernels' K-chunk start offsets by n groups of feature tiles, chunk_rotation).
+// POLAR_CUDA_WS_SMEM_A=0 (the warp-specialized kernel's weight fragments through ldmatrix, sel_gemm_ws.cuh).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -346,7 +345,6 @@ polar_cuda_tuning& tune() {
     d.router_fold_sum = env_int("POLAR_CUDA_ROUTER_FOLD_SUM", 1) ? 1 : 0;
     d.router_hist_in_gemv = env_int("POLAR_CUDA_ROUTER_HIST_IN_GEMV", 1) ? 1 : 0;
     d.ws_smem_a = env_int("POLAR_CUDA_WS_SMEM_A", 0) ? 1 : 0;
-    d.rot_groups = std::max(0, env_int("POLAR_CUDA_ROT_GROUPS", 0));
     return d;
   }();
   return t;
@@ -549,7 +547,6 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
     pl->cnt_bytes = align_up((size_t)tiles * 4, 256);
     pl->bytes = s > 1 && !g.cluster_reduce ? pl->cnt_bytes + (size_t)tiles * nb * BM * 4 * (tu.reduce_atomic ? 1 : s) : 0;
   }
-  g.rot_groups = tu.rot_groups;
   g.reduce_atomic = k.tma_b ? 1 : tu.reduce_atomic;  // the stream-K kernel's workspace holds one tile per slot
   return 0;
 }
@@ -739,5 +736,4 @@ extern "C" void polar_cuda_set_tuning(const polar_cuda_tuning* t) {
   if (t->router_fold_sum == 0 || t->router_fold_sum == 1) c.router_fold_sum = t->router_fold_sum;
   if (t->router_hist_in_gemv == 0 || t->router_hist_in_gemv == 1) c.router_hist_in_gemv = t->router_hist_in_gemv;
   if (t->ws_smem_a == 0 || t->ws_smem_a == 1) c.ws_smem_a = t->ws_smem_a;
-  if (t->rot_groups >= 0) c.rot_groups = t->rot_groups;
 }

@@ -29,7 +29,6 @@ struct GemmArgs {
   int nchunks, cps;   // set by gemm_run
   float* ws;          // set by gemm_run
   unsigned* counters;
-  int rot_groups;      // set by gemm_run from the tuning (chunk_rotation)
   int cluster_reduce;  // set by gemm_run: the split-K CTAs of a tile are one cluster (mma.sync, lock-step wgmma)
   CUtensorMap tmb;    // set by gemm_run for the warp-specialized kernel: TMA map of B, boxes of [nb rows][64 k]
 };

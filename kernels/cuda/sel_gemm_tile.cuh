@@ -186,12 +186,8 @@ __device__ __forceinline__ int chunk_of(int i, int c_begin, int nloc, int rot) {
   if (t >= nloc) t -= nloc;
   return c_begin + t;
 }
-// groups > 0 (tuning rot_groups, an experiment): the feature tiles fall into `groups` groups whose CTAs start at
-// the same chunk, so that they read the same weight rows at about the same time (fc2)
-__device__ __forceinline__ int chunk_rotation(int nloc, int groups) {
-  if (nloc <= 0) return 0;
-  if (groups > 0) return (int)((blockIdx.x % (unsigned)groups) * (unsigned)nloc / (unsigned)groups);
-  return (int)((blockIdx.x * 37u + blockIdx.z * 11u + blockIdx.y * 5u) % (unsigned)nloc);
+__device__ __forceinline__ int chunk_rotation(int nloc) {
+  return nloc > 0 ? (int)((blockIdx.x * 37u + blockIdx.z * 11u + blockIdx.y * 5u) % (unsigned)nloc) : 0;
 }
 
 // fc2 fetches the row indices of all STAGES-1 chunks before the first copy: one idx round trip instead of

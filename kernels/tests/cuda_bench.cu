@@ -470,7 +470,6 @@ static void bench_sweep() {
                              {"ws-sa", wg, 0, 1.0, true},  // the same with its wgmma reading the weights from shared memory
                              {"pair", au, 0, 1.0},      {"pair-pen0.25", au, 0, 0.25},  {"mma-8w", mm, 0, 1.0},
                              {"mma-4w", mm, 0, 1.0},    {"plan-h100", au, 0, 1.0},    {"plan-h200", au, 0, 1.0}};
-    for (int rg : {1, 4, 9}) vars.push_back({"rot" + std::to_string(rg), au, 0, 1.0});  // chunk start offsets by groups
     for (int sp : {1, 2, 4, 8, 16}) {  // each path under forced split counts
       vars.push_back({"mma-s" + std::to_string(sp), mm, sp, 1.0});
       vars.push_back({"wgmma-s" + std::to_string(sp), wg, sp, 1.0, true});
@@ -488,7 +487,6 @@ static void bench_sweep() {
         // the per-GPU planner choices (PlanProfile in sel_gemm.cu), both on this GPU
         t.plan_profile = v.name == "plan-h100" ? 1 : v.name == "plan-h200" ? 2 : defaults.plan_profile;
         t.ws_smem_a = v.name.find("-sa") != std::string::npos ? 1 : defaults.ws_smem_a;
-        t.rot_groups = v.name.rfind("rot", 0) == 0 ? std::atoi(v.name.c_str() + 3) : defaults.rot_groups;
       });
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;
