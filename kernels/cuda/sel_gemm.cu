@@ -219,15 +219,6 @@ KInfo pick_mma(int nb) {
   }
 }
 
-template <typename T, int AMODE, bool SMA>
-KInfo pick_ws(int nb) {
-  switch (nb) {
-    case 64: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 64, SMA>, WsSmem<64>::BYTES, 384, 64, true, Cfg<64, true>::STAGES, true};
-    case 128: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 128, SMA>, WsSmem<128>::BYTES, 384, 128, true, Cfg<128, true>::STAGES, true};
-    default: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 256, SMA>, WsSmem<256>::BYTES, 384, 256, true, Cfg<256, true>::STAGES, true};
-  }
-}
-
 // Kernel shapes of the wgmma path (chosen in gemm_plan). WG_TWO: two warpgroups (m64 x nb each); WG_PAIR:
 // nb = 128, two CTAs per SM; WG_FOUR: nb = 256, four warpgroups of m64n128; WG_WS: nb = 256, warp-specialized
 enum WgShape { WG_TWO = 0, WG_PAIR = 1, WG_FOUR = 2, WG_WS = 3 };
@@ -237,7 +228,11 @@ KInfo pick_kernel(bool wg, int nb, int wg_shape, int mma_stages, int mma_warps) 
   if (wg) {
     if (wg_shape == WG_PAIR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128, 2>, Cfg<128, true, 4, 2>::SMEM, 256, 128, true, Cfg<128, true, 4, 2>::STAGES};
-    if (wg_shape == WG_WS) return tuning().ws_smem_a ? pick_ws<T, AMODE, true>(nb) : pick_ws<T, AMODE, false>(nb);
+    if (wg_shape == WG_WS) switch (nb) {
+        case 64: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 64>, WsSmem<64>::BYTES, 384, 64, true, Cfg<64, true>::STAGES, true};
+        case 128: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 128>, WsSmem<128>::BYTES, 384, 128, true, Cfg<128, true>::STAGES, true};
+        default: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 256>, WsSmem<256>::BYTES, 384, 256, true, Cfg<256, true>::STAGES, true};
+      }
     if (wg_shape == WG_FOUR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256, 1, 4>, Cfg<256, true>::SMEM, 512, 256, true, Cfg<256, true>::STAGES};
     switch (nb) {
@@ -305,8 +300,7 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_HEAD_ROUTER_FUSED=0 (the head router as split-K GEMM + top-k kernel instead of head_router.cuh's),
 // POLAR_CUDA_SELECT_CAP (the multi-CTA top-k's two-barrier limit, router_select.cuh; 0 = always three passes),
 // POLAR_CUDA_ROUTER_FOLD_SUM=0 (the MLP router's token sum as its own kernel before the first GEMV),
-// POLAR_CUDA_ROUTER_HIST_IN_GEMV=0 (the multi-CTA select makes its first-pass histogram itself),
-// POLAR_CUDA_WS_SMEM_A=0 (the warp-specialized kernel's weight fragments through ldmatrix, sel_gemm_ws.cuh).
+// POLAR_CUDA_ROUTER_HIST_IN_GEMV=0 (the multi-CTA select makes its first-pass histogram itself).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -344,7 +338,6 @@ polar_cuda_tuning& tune() {
     d.select_cap = std::min(8192, std::max(0, env_int("POLAR_CUDA_SELECT_CAP", 8192)));  // 8192: MT_CAP (router_select.cuh)
     d.router_fold_sum = env_int("POLAR_CUDA_ROUTER_FOLD_SUM", 1) ? 1 : 0;
     d.router_hist_in_gemv = env_int("POLAR_CUDA_ROUTER_HIST_IN_GEMV", 1) ? 1 : 0;
-    d.ws_smem_a = env_int("POLAR_CUDA_WS_SMEM_A", 0) ? 1 : 0;
     return d;
   }();
   return t;
@@ -735,5 +728,4 @@ extern "C" void polar_cuda_set_tuning(const polar_cuda_tuning* t) {
   if (t->select_cap >= 0 && t->select_cap <= 8192) c.select_cap = t->select_cap;
   if (t->router_fold_sum == 0 || t->router_fold_sum == 1) c.router_fold_sum = t->router_fold_sum;
   if (t->router_hist_in_gemv == 0 || t->router_hist_in_gemv == 1) c.router_hist_in_gemv = t->router_hist_in_gemv;
-  if (t->ws_smem_a == 0 || t->ws_smem_a == 1) c.ws_smem_a = t->ws_smem_a;
 }

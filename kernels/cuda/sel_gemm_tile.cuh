@@ -25,15 +25,6 @@ struct Cfg {
   static_assert(NB * SLD * 4 <= STAGES * STAGE_BYTES, "epilogue tile must fit in the pipeline buffers");
 };
 
-// Byte offset of the 16-byte piece ch (features 8ch..8ch+7) of K row jj in an A_COLS (fc2) weight tile: two
-// halves of 64 features, each [BK rows][128 bytes] with the 128-byte XOR swizzle, i.e. the canonical M-major
-// layout that wgmma reads from a descriptor (acols_desc), and conflict-free for ldmatrix.trans (eight K rows
-// of one piece fall in eight different 16-byte bank groups). (Rows of 256 bytes, the layout before, are
-// not a wgmma layout.)
-__device__ __forceinline__ uint32_t acols_off(int jj, int ch) {
-  return (uint32_t)((ch >> 3) * (BK * 128) + jj * 128 + (((ch & 7) ^ (jj & 7)) << 4));
-}
-
 // ---- tile loader ------------------------------------------------------------------------------------
 // EF: the weight (A) copies carry an L2 evict-first policy (for kernels that read each weight tile once)
 template <typename T, int AMODE, int NB, int NT, bool EF = false>
@@ -123,7 +114,7 @@ struct Loader {
     for (int i = 0; i < A_ITERS; ++i) {
       const int jj = (tid >> 4) + i * (NT / 16);
       const bool v = fv && rows[i] >= 0;
-      copy_a(sa + acols_off(jj, ch), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
+      copy_a(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
     }
   }
   // A_COLS in the warp-specialized kernel: the thread's rows are A_ITERS consecutive K rows (jj = (tid >> 4) *
@@ -141,8 +132,9 @@ struct Loader {
     const bool fv = f0 + ch * 8 < g.F;
 #pragma unroll
     for (int i = 0; i < A_ITERS; ++i) {
+      const int jj = jb + i;
       const bool v = fv && rows[i] >= 0;
-      copy_a(sa + acols_off(jb + i, ch), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
+      copy_a(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
     }
   }
   __device__ __forceinline__ void fetch_rows(const GemmArgs& g, int c, int* rows) const {
@@ -229,7 +221,7 @@ __device__ __forceinline__ void load_afrag(uint32_t sa, int fb, int ks, int lane
     const int mat = lane >> 3;
     const int jj = ks * 16 + (mat >> 1) * 8 + (lane & 7);
     const int fch = (fb >> 3) + (mat & 1);
-    ldsm_x4_t(sa + acols_off(jj, fch), a[0], a[1], a[2], a[3]);
+    ldsm_x4_t(sa + jj * 256 + ((fch ^ (jj & 7)) << 4), a[0], a[1], a[2], a[3]);
   }
 }
 
@@ -435,17 +427,10 @@ __device__ __forceinline__ void tile_epilogue(const GemmArgs& g, float* S, int f
   gemm_epilogue<T, NB, NT>(g, S, f0, m0, blockIdx.z * gridDim.x + blockIdx.x, gridDim.y, blockIdx.y);
 }
 
-// ---- wgmma shared-memory descriptors -----------------------------------------------------------------
+// ---- wgmma shared-memory descriptor ------------------------------------------------------------------
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
   // K-major, 128-byte swizzle: start >> 4 | LBO (unused, 1) << 16 | SBO = 1024 B (8 rows) >> 4 << 32 | mode 1 << 62
   return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
-}
-// M-major A (transpose bit set in the instruction), 128-byte swizzle, at the first K row of a k16 step of an
-// acols_off half: 64 features = one 128-byte swizzle atom across (LBO, the stride to the next 64 features,
-// is not used by m64), SBO = 1024 B between groups of 8 K rows
-__device__ __forceinline__ uint64_t acols_desc(uint32_t addr) {
-  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)((BK * 128) >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) |
-         ((uint64_t)1 << 62);
 }
 
 }  // namespace

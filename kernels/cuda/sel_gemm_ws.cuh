@@ -30,10 +30,6 @@ namespace {
 constexpr int64_t WS_RELEASE_STEPS = 8;
 __device__ __forceinline__ int sk_cta_of(int64_t step, int64_t total, int G) { return (int)(((step + 1) * G - 1) / total); }
 
-// SMA (tuning ws_smem_a): the consumers' wgmma reads the weight tile from shared memory through a descriptor
-// (M-major for fc2's tile) and keeps one stage's MMAs in flight: a stage is released when the next stage's
-// MMAs have been issued and its own have completed, so no ldmatrix and no MMA wait sit between two stages.
-// Else (SMA = 0) the A fragments come from ldmatrix and each stage's MMAs are waited for before the next.
 // SEP (nb = 64, where it fits: 179 KB with the 6-stage ring): the fp32 epilogue tile has its own buffer after
 // the ring, so the producer streams the next tile's stages during a tile's epilogue; else the epilogue tile
 // overlays the ring and the producer waits for it at each tile boundary.
@@ -43,7 +39,7 @@ struct WsSmem {
   static constexpr int BYTES = Cfg<NB, true>::SMEM + (SEP ? NB * SLD * 4 : 0);
 };
 
-template <typename T, int AMODE, int NB, bool SMA>
+template <typename T, int AMODE, int NB>
 __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_constant__ GemmArgs g) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using C = Cfg<NB, true>;
@@ -83,7 +79,10 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
   // fc2's K-row indices: a ring of IR slots of BK indices in shared memory, filled by cp.async ST steps ahead
   // of the copies that use them. Loading them into registers one step ahead measured half of fc1's streaming
   // rate per CTA on this kernel (H200, OPT-66B batch 64 at 50%: fc2 0.167 ms; 0.149 with four steps ahead,
-  // which spilled at nb = 256): a global load's value waits behind the stage copies issued before it.
+  // which spilled at nb = 256; 0.126 with this ring; at batch 256 / 50% 0.262 -> 0.202): a global load's value
+  // waits behind the stage copies issued before it. fc2 here is still SM-bound (ncu: 174 us at base clocks
+  // against 126 at boost; fc1 113 against 100): its producer issues 35% more instructions per byte than fc1's.
+  // Copying each row's two 128-byte halves as 1-D bulk copies (TMA) instead was twice as slow (0.265 ms).
   constexpr int IR = ST + 1;  // one slot more than in flight: a slot is refilled one step after its last read
   __shared__ __align__(16) int sidx[AMODE == A_COLS ? IR * BK : 1];
   // The two roles run separate loops: setmaxnreg applies only where no register is shared between them.
@@ -178,33 +177,15 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         const uint32_t sa = sbase + s * C::STAGE_BYTES;
         const uint32_t sb = sa + C::A_BYTES;
-        if (SMA) {
-          const uint32_t wa = sa + (warp >> 2) * (BK * 128);  // this warpgroup's 64 features (either layout)
-          asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+        uint32_t af[BK / 16][4];
 #pragma unroll
-          for (int ks = 0; ks < BK / 16; ++ks) {
-            // fc1: K-major rows of 128 bytes, k16 = 32 bytes along a row; fc2: M-major, k16 = 16 rows of 128 bytes
-            const uint64_t ad = AMODE == A_ROWS ? sw128_desc(wa + ks * 32) : acols_desc(wa + ks * 16 * 128);
-            WgmmaSS<T, NB, AMODE == A_COLS>::mma(acc, ad, sw128_desc(sb + ks * 32));
-          }
-          asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-          asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");  // the previous stage's MMAs are done
-          if (i > 0 && lane == 0) mbar_arrive(empty + 8 * ((r - 1) % ST));
-        } else {
-          uint32_t af[BK / 16][4];
+        for (int ks = 0; ks < BK / 16; ++ks) load_afrag<AMODE>(sa, wf, ks, lane, af[ks]);
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-          for (int ks = 0; ks < BK / 16; ++ks) load_afrag<AMODE>(sa, wf, ks, lane, af[ks]);
-          asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-          for (int ks = 0; ks < BK / 16; ++ks) Wgmma<T, NB>::mma(acc, af[ks], sw128_desc(sb + ks * 32));
-          asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-          asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-          if (lane == 0) mbar_arrive(empty + 8 * s);
-        }
-      }
-      if (SMA) {  // the tile's last stage
+        for (int ks = 0; ks < BK / 16; ++ks) Wgmma<T, NB>::mma(acc, af[ks], sw128_desc(sb + ks * 32));
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        if (q.nloc > 0 && lane == 0) mbar_arrive(empty + 8 * ((ring + q.nloc - 1) % ST));
+        if (lane == 0) mbar_arrive(empty + 8 * s);
       }
       // both consumer warpgroups are done with every stage of this tile, and every copy landed (each full
       // phase was seen), so the fp32 tile may overwrite the ring (with SEP: every consumer has left the

@@ -467,7 +467,6 @@ static void bench_sweep() {
                              {"wg4", au, 0, 1.0},       {"wg4-cl", au, 0, 1.0},         {"wg4-cl-pen0.25", au, 0, 0.25},
                              {"auto-cl", au, 0, 1.0},   {"auto-nocl", au, 0, 1.0},
                              {"ws", wg, 0, 1.0, true},  {"ws-s1", wg, 1, 1.0, true},  // the warp-specialized kernel, forced
-                             {"ws-sa", wg, 0, 1.0, true},  // the same with its wgmma reading the weights from shared memory
                              {"pair", au, 0, 1.0},      {"pair-pen0.25", au, 0, 0.25},  {"mma-8w", mm, 0, 1.0},
                              {"mma-4w", mm, 0, 1.0},    {"plan-h100", au, 0, 1.0},    {"plan-h200", au, 0, 1.0}};
     for (int sp : {1, 2, 4, 8, 16}) {  // each path under forced split counts
@@ -486,7 +485,6 @@ static void bench_sweep() {
         t.cluster_reduce = v.name.find("-cl") != std::string::npos ? 1 : v.name.find("-nocl") != std::string::npos ? 0 : defaults.cluster_reduce;
         // the per-GPU planner choices (PlanProfile in sel_gemm.cu), both on this GPU
         t.plan_profile = v.name == "plan-h100" ? 1 : v.name == "plan-h200" ? 2 : defaults.plan_profile;
-        t.ws_smem_a = v.name.find("-sa") != std::string::npos ? 1 : defaults.ws_smem_a;
       });
       polar_cuda_sel_fc1_params p1;
       polar_cuda_sel_fc2_params p2;

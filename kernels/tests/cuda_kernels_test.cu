@@ -620,13 +620,11 @@ int main(int argc, char** argv) {
     // default picks by size and plan; these shapes are small)
     // 0-5 with split-K through the workspace, 6, 7: pairs / four warpgroups with the split-K tiles summed over
     // a thread-block cluster (the default elsewhere in this test)
-    // 8: the warp-specialized kernel with its wgmma reading the weights from shared memory (ws_smem_a = 1)
-    for (int pr : {1, 0, 3, 4, 5, 6, 7, 8}) {
+    for (int pr : {1, 0, 3, 4, 5, 6, 7}) {
       set_tuning([pr](polar_cuda_tuning& t) {
         t.wgmma_pair = pr == 6 ? 1 : pr >= 3 ? 0 : pr;
-        t.nb256 = pr == 3 ? 0 : pr == 4 || pr == 7 ? 1 : pr == 5 || pr == 8 ? 3 : 2;
-        t.cluster_reduce = pr == 6 || pr == 7;
-        t.ws_smem_a = pr == 8;
+        t.nb256 = pr == 3 ? 0 : pr == 4 || pr == 7 ? 1 : pr == 5 ? 3 : 2;
+        t.cluster_reduce = pr >= 6;
       });
       for (polar_dtype dt : dts)
         for (const MlpCase& c : mlp)
