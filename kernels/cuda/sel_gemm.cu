@@ -368,7 +368,8 @@ const polar_cuda_tuning& tuning() { return tune(); }
 //  - fc2 at batch > 64 takes wgmma from 10 MB like fc1 (OPT-6.7B batch 256 at 10%: 0.0242 vs 0.0260);
 //  - fc1 at batch 33-64 from 250 MB takes the warp-specialized stream-K kernel (nb = 64, one CTA per SM):
 //    OPT-66B batch 64 at 50% 0.1315 -> 0.1011 ms, at 100% 0.2482 -> 0.1861; at 25% (170 MB) mma.sync stayed
-//    ahead (0.0634 vs 0.0677), and for fc2 the kernel was slower everywhere (0.1526 vs 0.1171 at 50%).
+//    ahead (0.0634 vs 0.0677), and for fc2 the kernel was slower everywhere (0.1526 vs 0.1171 at 50%; with its
+//    row indices through shared memory, tenth session, still 0.126 vs 0.118).
 // A GPU whose name has "H200" in it (H200, GH200) gets the H200's, any other the H100's (the one measured most).
 struct PlanProfile {
   const char* name;
@@ -376,26 +377,23 @@ struct PlanProfile {
   double fc2_wgmma_max;   // fc2 at batch 17-64: wgmma up to this many bytes of gathered weights
   double wide_wgmma_min;  // fc2 at batch > 64: wgmma from this many bytes (fc1: 10 MB on both)
   double fc1_ws_min;      // fc1 at batch 33-64: the warp-specialized stream-K kernel from this many bytes (0: never)
-  double fc2_ws_min;      // fc2 at batch 33-64: the same (0: never)
 };
-constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0, 0};
-constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6, 0};
+constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0};
+constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6};
 const PlanProfile& plan_profile(const DevProps& p, const polar_cuda_tuning& tu) {
   if (tu.plan_profile == 1) return kPlanH100;
   if (tu.plan_profile == 2) return kPlanH200;
   return p.h200 ? kPlanH200 : kPlanH100;
 }
 
-// batch 33-64 on the warp-specialized stream-K kernel (nb = 64), by the profile's size threshold of fc1 / fc2
-bool ws_m64(int amode, int M, double a_bytes, const PlanProfile& pp) {
-  const double min = amode == A_ROWS ? pp.fc1_ws_min : pp.fc2_ws_min;
-  return M > 32 && M <= 64 && min > 0 && a_bytes >= min;
+bool fc1_ws_m64(int M, double a_bytes, const PlanProfile& pp) {
+  return M > 32 && M <= 64 && pp.fc1_ws_min > 0 && a_bytes >= pp.fc1_ws_min;
 }
 bool auto_wgmma(int amode, int M, double a_bytes, const PlanProfile& pp) {
   if (M > 64) return a_bytes > (amode == A_ROWS ? 10e6 : pp.wide_wgmma_min);  // small gathers: mma.sync (nb = 64 x 4 tiles)
   if (M <= 8) return false;
-  if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6) || ws_m64(amode, M, a_bytes, pp);
-  return (M > 16 && a_bytes <= pp.fc2_wgmma_max) || ws_m64(amode, M, a_bytes, pp);
+  if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6) || fc1_ws_m64(M, a_bytes, pp);
+  return M > 16 && a_bytes <= pp.fc2_wgmma_max;
 }
 
 struct GemmPlan {
@@ -435,7 +433,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // batch 128 at 50% 0.372 vs 0.369 for the wgmma pair), so the default keeps it at nb = 256.
   // (PlanProfile: on the H200 also fc1 at batch 33-64 from 250 MB, chosen by auto only)
   const bool ws = g.K > 0 && (tu.nb256 == 3 || (tu.nb256 == 2 && nb == 256 && a_bytes >= 100e6) ||
-                              (tu.nb256 == 2 && impl == POLAR_IMPL_AUTO && wg && ws_m64(amode, g.M, a_bytes, pp)));
+                              (tu.nb256 == 2 && impl == POLAR_IMPL_AUTO && wg && amode == A_ROWS && fc1_ws_m64(g.M, a_bytes, pp)));
   const bool pair_k = pair && !ws;
   const int wg_shape = ws ? WG_WS : pair_k ? WG_PAIR : nb != 256 ? WG_TWO : tu.nb256 == 0 ? WG_TWO : WG_FOUR;
   // mma.sync: on the H100 8 warps where a warp's 64-column batch tile leaves few warps to hide latencies (nb = 64:
@@ -508,7 +506,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // on another kernel: fc2's CTAs then started as fc1's left the SMs and measured slower than a plain launch
   // (H200, OPT-66B batch 64 at 50%: fc1 + fc2 0.2203 ms vs 0.2148, at 100% 0.4064 vs 0.4048; at every point
   // without that pairing the programmatic launch was ahead, 4% in the geometric mean)
-  const bool after_ws_fc1 = amode == A_COLS && g.early_a && can_wg && ws_m64(A_ROWS, g.M, a_bytes, pp) && !k.tma_b;
+  const bool after_ws_fc1 = amode == A_COLS && g.early_a && can_wg && fc1_ws_m64(g.M, a_bytes, pp) && !k.tma_b;
   pl->pdl = pdl_on(p) && !after_ws_fc1;
   pl->profile = pp.name;
   pl->occ = occ;
