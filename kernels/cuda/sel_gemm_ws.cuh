@@ -81,7 +81,8 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
   // rate per CTA on this kernel (H200, OPT-66B batch 64 at 50%: fc2 0.167 ms; 0.149 with four steps ahead,
   // which spilled at nb = 256; 0.126 with this ring; at batch 256 / 50% 0.262 -> 0.202): a global load's value
   // waits behind the stage copies issued before it. fc2 here is still SM-bound (ncu: 174 us at base clocks
-  // against 126 at boost; fc1 113 against 100): its producer issues 35% more instructions per byte than fc1's.
+  // against 126 at boost; fc1 113 against 100) and issues about 45% more instructions than fc1 for the same
+  // bytes (its producer's address and predicate of each gathered 16-byte copy).
   // Copying each row's two 128-byte halves as 1-D bulk copies (TMA) instead was twice as slow (0.265 ms).
   constexpr int IR = ST + 1;  // one slot more than in flight: a slot is refilled one step after its last read
   __shared__ __align__(16) int sidx[AMODE == A_COLS ? IR * BK : 1];
