@@ -105,20 +105,22 @@ struct Loader {
       load_a_rows(g, sa, rows);
     }
   }
-  // A_COLS: the copies of one chunk whose row indices are already in registers
+  // A_COLS: the copies of one chunk whose row indices are already in registers. The thread's K rows are NT / 16
+  // apart (jj = (tid >> 4) + i * NT / 16), or with GROUPED A_ITERS consecutive ones (jj = (tid >> 4) * A_ITERS + i,
+  // one group per half-warp: the warp-specialized kernel's, load_a_grouped).
+  template <bool GROUPED = false>
   __device__ __forceinline__ void load_a_rows(const GemmArgs& g, uint32_t sa, const int* rows) const {
     const T* A = static_cast<const T*>(g.A);
     const int ch = tid & 15;
     const bool fv = f0 + ch * 8 < g.F;
 #pragma unroll
     for (int i = 0; i < A_ITERS; ++i) {
-      const int jj = (tid >> 4) + i * (NT / 16);
+      const int jj = GROUPED ? (tid >> 4) * A_ITERS + i : (tid >> 4) + i * (NT / 16);
       const bool v = fv && rows[i] >= 0;
       copy_a(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
     }
   }
-  // A_COLS in the warp-specialized kernel: the thread's rows are A_ITERS consecutive K rows (jj = (tid >> 4) *
-  // A_ITERS + i, one group of rows per half-warp), their indices already in shared memory at sidx[jj]
+  // A_COLS in the warp-specialized kernel: load_a_rows<true> with the group's indices from shared memory (sidx[jj])
   __device__ __forceinline__ void load_a_grouped(const GemmArgs& g, uint32_t sa, int c, const int* sidx) const {
     const int jb = (tid >> 4) * A_ITERS;
     int rows[A_ITERS];
@@ -127,15 +129,7 @@ struct Loader {
       const int j = c * BK + jb + i;
       rows[i] = j < g.K ? (g.idx ? sidx[jb + i] : j) : -1;
     }
-    const T* A = static_cast<const T*>(g.A);
-    const int ch = tid & 15;
-    const bool fv = f0 + ch * 8 < g.F;
-#pragma unroll
-    for (int i = 0; i < A_ITERS; ++i) {
-      const int jj = jb + i;
-      const bool v = fv && rows[i] >= 0;
-      copy_a(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
-    }
+    load_a_rows<true>(g, sa, rows);
   }
   __device__ __forceinline__ void fetch_rows(const GemmArgs& g, int c, int* rows) const {
     const int k0 = c * BK;
