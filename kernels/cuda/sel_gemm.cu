@@ -370,6 +370,12 @@ const polar_cuda_tuning& tuning() { return tune(); }
 //    OPT-66B batch 64 at 50% 0.1315 -> 0.1011 ms, at 100% 0.2482 -> 0.1861; at 25% (170 MB) mma.sync stayed
 //    ahead (0.0634 vs 0.0677), and for fc2 the kernel was slower everywhere (0.1526 vs 0.1171 at 50%; with its
 //    row indices through shared memory, tenth session, still 0.126 vs 0.118).
+//  - batch tiles of 256 take the warp-specialized kernel at every size (eleventh session, read-flush sweep, with
+//    its cluster split-K and the tenth session's fc2 row-index ring), where the H100 profile keeps it from
+//    100 MB: OPT-66B at 5% fc1 0.0334 -> 0.0274 ms (8 CTAs per tile in clusters), fc2 0.0452 -> 0.0368 (72
+//    tiles, one CTA each), at 10% fc1 0.0504 -> 0.0383, fc2 0.0720 -> 0.0616; OPT-6.7B at 25% fc1 0.0360 ->
+//    0.0290, fc2 0.0402 -> 0.0339, at 50% fc2 0.0663 -> 0.0531, at 5% fc1 (7.3 MB, mma.sync before) 0.0216 ->
+//    0.0199.
 // A GPU whose name has "H200" in it (H200, GH200) gets the H200's, any other the H100's (the one measured most).
 struct PlanProfile {
   const char* name;
@@ -377,9 +383,10 @@ struct PlanProfile {
   double fc2_wgmma_max;   // fc2 at batch 17-64: wgmma up to this many bytes of gathered weights
   double wide_wgmma_min;  // fc2 at batch > 64: wgmma from this many bytes (fc1: 10 MB on both)
   double fc1_ws_min;      // fc1 at batch 33-64: the warp-specialized stream-K kernel from this many bytes (0: never)
+  double ws256_min;       // batch tiles of 256: the warp-specialized kernel from this many bytes (0: at every size)
 };
-constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0};
-constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6};
+constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0, 100e6};
+constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6, 0};
 const PlanProfile& plan_profile(const DevProps& p, const polar_cuda_tuning& tu) {
   if (tu.plan_profile == 1) return kPlanH100;
   if (tu.plan_profile == 2) return kPlanH200;
@@ -390,6 +397,7 @@ bool fc1_ws_m64(int M, double a_bytes, const PlanProfile& pp) {
   return M > 32 && M <= 64 && pp.fc1_ws_min > 0 && a_bytes >= pp.fc1_ws_min;
 }
 bool auto_wgmma(int amode, int M, double a_bytes, const PlanProfile& pp) {
+  if (M > 128 && pp.ws256_min <= 0) return true;  // the warp-specialized kernel at every size
   if (M > 64) return a_bytes > (amode == A_ROWS ? 10e6 : pp.wide_wgmma_min);  // small gathers: mma.sync (nb = 64 x 4 tiles)
   if (M <= 8) return false;
   if (amode == A_ROWS) return a_bytes <= (M > 16 ? 150e6 : 50e6) || fc1_ws_m64(M, a_bytes, pp);
@@ -424,15 +432,15 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   const bool pair = wg && g.M > 64 && (tu.wgmma_pair == 1 || (tu.wgmma_pair == 2 && g.M <= 128));
   const int nb = wg ? (g.M <= 64 ? 64 : (g.M <= 128 || pair) ? 128 : 256) : (g.M <= 8 ? 8 : g.M <= 16 ? 16 : g.M <= 32 ? 32 : 64);
   const int mma_stages = tu.mma_stages;
-  // nb = 256: the warp-specialized stream-K kernel from 100 MB of gathered weights (H100 sweep at batch 256:
-  // OPT-66B at 50% 0.597 -> 0.457 ms for fc1 + fc2, at 100% 1.018 -> 0.820; OPT-6.7B at 100% fc1 0.089 ->
-  // 0.079), four lock-step warpgroups below (OPT-6.7B at 25%, 34 MB: 0.116 vs 0.127). It needs K > 0 (with no
-  // K step it would write nothing).
+  // nb = 256: the warp-specialized stream-K kernel from 100 MB of gathered weights (on the H200 at every size:
+  // PlanProfile; H100 sweep at batch 256: OPT-66B at 50% 0.597 -> 0.457 ms for fc1 + fc2, at 100% 1.018 -> 0.820; OPT-6.7B
+  // at 100% fc1 0.089 -> 0.079), four lock-step warpgroups below (OPT-6.7B at 25%, 34 MB: 0.116 vs 0.127). It
+  // needs K > 0 (with no K step it would write nothing).
   // POLAR_CUDA_NB256=3 (experiments): the warp-specialized kernel at every batch tile of the wgmma path. At
   // nb = 64 / 128 it measured no gain (H100 sweep: OPT-66B batch 64 at 50% 0.336 ms vs 0.304 for mma.sync;
   // batch 128 at 50% 0.372 vs 0.369 for the wgmma pair), so the default keeps it at nb = 256.
   // (PlanProfile: on the H200 also fc1 at batch 33-64 from 250 MB, chosen by auto only)
-  const bool ws = g.K > 0 && (tu.nb256 == 3 || (tu.nb256 == 2 && nb == 256 && a_bytes >= 100e6) ||
+  const bool ws = g.K > 0 && (tu.nb256 == 3 || (tu.nb256 == 2 && nb == 256 && a_bytes >= pp.ws256_min) ||
                               (tu.nb256 == 2 && impl == POLAR_IMPL_AUTO && wg && amode == A_ROWS && fc1_ws_m64(g.M, a_bytes, pp)));
   const bool pair_k = pair && !ws;
   const int wg_shape = ws ? WG_WS : pair_k ? WG_PAIR : nb != 256 ? WG_TWO : tu.nb256 == 0 ? WG_TWO : WG_FOUR;
@@ -494,13 +502,35 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   g.cps = g.nchunks > 0 ? cdiv(g.nchunks, s) : 0;
   if (g.nchunks > 0) s = cdiv(g.nchunks, g.cps);
   pl->sk_ctas = 0;
+  int ws_cluster = 0;  // > 0: the warp-specialized kernel with cluster split-K (this many CTAs per tile)
   if (k.tma_b) {  // stream-K (splits_req > 0: at most that many CTAs per tile, e.g. 1 = one CTA per tile)
     bool split = false;
     const int slots = splits_req > 0 ? std::min(occ * p.sms, tiles * splits_req) : occ * p.sms;
-    pl->sk_ctas = sk_grid(tiles, g.nchunks, slots, amode, &split);
+    int sk_best = 0;
+    pl->sk_ctas = sk_grid(tiles, g.nchunks, slots, amode, &split, &sk_best);
+    // 2-8 CTAs per tile as one cluster each (all clusters at once), where cheaper than stream-K's grid (with
+    // splits_req: that many, if they fit)
+    if (tu.cluster_reduce && p.major >= 9 && splits_req != 1) {
+      const int lo = splits_req > 1 ? splits_req : 2, hi = std::min(splits_req > 1 ? splits_req : 8, g.nchunks);
+      int best = splits_req > 1 ? INT32_MAX : sk_best;
+      for (int sc = lo; sc <= hi && tiles * sc <= occ * p.sms; ++sc) {
+        const int c = cdiv(g.nchunks, sc) + WS_CLUSTER_STEPS;
+        if (c >= best) continue;
+        int nclu = 0;
+        if (cluster_occupancy(k.fn, k.nt, k.smem, sc, &nclu)) return -1;
+        if (nclu < tiles) continue;
+        best = c;
+        ws_cluster = sc;
+      }
+    }
     s = 1;
-    pl->cnt_bytes = align_up((size_t)pl->sk_ctas * 4, 256);
-    pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
+    if (ws_cluster) {
+      pl->sk_ctas = tiles * ws_cluster;
+      pl->cnt_bytes = pl->bytes = 0;
+    } else {
+      pl->cnt_bytes = align_up((size_t)pl->sk_ctas * 4, 256);
+      pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
+    }
   }
   // programmatic launch, except for fc2 right after an fc1 on the persistent stream-K kernel where fc2 runs
   // on another kernel: fc2's CTAs then started as fc1's left the SMs and measured slower than a plain launch
@@ -514,7 +544,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   pl->tilesM = tilesM;
   pl->splits = s;
   g.m_inner = pair_k ? tilesM : 0;
-  g.cluster_reduce = 0;
+  g.cluster_reduce = ws_cluster > 0;
   if (cl_kernel && s >= 2 && s <= 8) {
     bool fits = false;
     if (cluster_fits(k, s, &fits)) return -1;
@@ -533,7 +563,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
     if (occ2 == occ && fits) k = k2;
   }
   pl->k = k;
-  pl->cluster = g.cluster_reduce ? s : 0;
+  pl->cluster = ws_cluster ? ws_cluster : g.cluster_reduce ? s : 0;
   if (!k.tma_b) {
     pl->cnt_bytes = align_up((size_t)tiles * 4, 256);
     pl->bytes = s > 1 && !g.cluster_reduce ? pl->cnt_bytes + (size_t)tiles * nb * BM * 4 * (tu.reduce_atomic ? 1 : s) : 0;
@@ -590,7 +620,7 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
   if (pl.k.tma_b && encode_b_map(&g, pl.k.nb, who)) return -1;
   void* args[] = {&g};
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = pl.sk_ctas  ? dim3(pl.sk_ctas)
+  cfg.gridDim = pl.sk_ctas  ? (pl.k.tma_b && pl.cluster ? dim3(pl.sk_ctas / pl.cluster, pl.cluster) : dim3(pl.sk_ctas))
                 : g.m_inner ? dim3(pl.tilesF * pl.tilesM, pl.splits, 1)
                             : dim3(pl.tilesF, pl.splits, pl.tilesM);
   cfg.blockDim = dim3(pl.k.nt);
@@ -608,8 +638,8 @@ int gemm_describe(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_re
   if (gemm_plan(dt, amode, g, impl, splits_req, &pl, who)) return -1;
   if (pl.sk_ctas) {
     const double steps = (double)pl.tilesF * pl.tilesM * g.nchunks / pl.sk_ctas;
-    std::snprintf(buf, n, "wgmma-ws nb=%d stages=%d stream-k ctas=%d tiles=%d steps/cta=%.1f ws=%zu plan=%s", pl.k.nb,
-                  pl.k.stages, pl.sk_ctas, pl.tilesF * pl.tilesM, steps, pl.bytes, pl.profile);
+    std::snprintf(buf, n, "wgmma-ws nb=%d stages=%d %s ctas=%d tiles=%d steps/cta=%.1f ws=%zu plan=%s", pl.k.nb,
+                  pl.k.stages, pl.cluster ? "cluster-k" : "stream-k", pl.sk_ctas, pl.tilesF * pl.tilesM, steps, pl.bytes, pl.profile);
     return 0;
   }
   std::snprintf(buf, n, "%s%s nb=%d stages=%d grid=%dx%dx%d chunks/cta=%d ctas/sm=%d ws=%zu reduce=%s plan=%s", pl.k.wg ? "wgmma" : "mma", !pl.k.wg && pl.k.nt == 256 ? "-8w" : g.m_inner ? "-pair" : pl.k.nt == 512 ? "-4wg" : "",

@@ -47,9 +47,13 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
   extern __shared__ __align__(1024) char smem_raw[];
   __shared__ __align__(8) uint64_t bars[2 * ST];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int tilesF = (g.F + BM - 1) / BM, nc = g.nchunks, G = gridDim.x;
+  // grid (G) for stream-K; (tiles, splits) in clusters of (1, splits) for cluster split-K (g.cluster_reduce), where
+  // CTA b = x * splits + y gets K chunks [y * nc / splits, (y + 1) * nc / splits) of tile x: the same equal
+  // shares of the same step order, which then never cross a tile
+  const int tilesF = (g.F + BM - 1) / BM, nc = g.nchunks, G = gridDim.x * gridDim.y;
+  const int bid = blockIdx.x * gridDim.y + blockIdx.y;
   const int64_t total = (int64_t)tilesF * ((g.M + NB - 1) / NB) * nc;
-  const int64_t s_begin = (int64_t)blockIdx.x * total / G, s_end = (int64_t)(blockIdx.x + 1) * total / G;
+  const int64_t s_begin = (int64_t)bid * total / G, s_end = (int64_t)(bid + 1) * total / G;
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t sbase = (raw + 1023) & ~1023u;  // the swizzle atoms need 1024-byte alignment
   constexpr bool SEP = WsSmem<NB>::SEP;
@@ -151,6 +155,12 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
         load_b(s, q.cb + i);
         idx_copy(r + ST);
       }
+      // cluster split-K (one segment per CTA): the consumers' two cluster barriers around the sum of the partial
+      // tiles count every thread of the cluster
+      if (g.cluster_reduce) {
+        cluster_sync_all();
+        cluster_sync_all();
+      }
       // without SEP the next tile's copies would overwrite the ring, which holds the fp32 tile during the epilogue
       if (!SEP) asm volatile("bar.sync 2, 384;\n" ::: "memory");
       ring += q.nloc;
@@ -201,10 +211,16 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
           S[n * SLD + f] = acc[i * 4 + j];
         }
       asm volatile("bar.sync 1, 256;\n" ::: "memory");
-      const int first = sk_cta_of((int64_t)q.t * nc, total, G), last = sk_cta_of((int64_t)q.t * nc + nc - 1, total, G);
-      // a shared tile: every CTA adds its part into the fp32 slot of the tile's last CTA (unique: a CTA that
-      // is the last of two tiles covers the second one whole); the last to arrive applies the epilogue
-      gemm_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0, last, last - first + 1, (int)blockIdx.x - first);
+      if (g.cluster_reduce) {  // each CTA of the tile's cluster sums a share of the rows over the others' tiles
+        int lo, hi;
+        cluster_sum_rows<256>(S, min(NB, g.M - q.m0), min(BM, g.F - q.f0), &lo, &hi);
+        gemm_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0, 0, 1, 0, lo, hi);
+      } else {
+        const int first = sk_cta_of((int64_t)q.t * nc, total, G), last = sk_cta_of((int64_t)q.t * nc + nc - 1, total, G);
+        // a shared tile: every CTA adds its part into the fp32 slot of the tile's last CTA (unique: a CTA that
+        // is the last of two tiles covers the second one whole); the last to arrive applies the epilogue
+        gemm_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0, last, last - first + 1, bid - first);
+      }
       if (!SEP) asm volatile("bar.sync 2, 384;\n" ::: "memory");  // the ring is free again
       ring += q.nloc;
       step += q.nloc;
@@ -243,7 +259,8 @@ int sk_cost(int64_t total, int nchunks, int G, int partial, bool* split) {
   }
   return (int)std::min<int64_t>(worst, INT32_MAX);
 }
-int sk_grid(int tiles, int nchunks, int slots, int amode, bool* split) {
+// *cost: the chosen grid's cost in steps.
+int sk_grid(int tiles, int nchunks, int slots, int amode, bool* split, int* cost) {
   const int partial = amode == A_ROWS ? 40 : 20;
   const int64_t total = (int64_t)tiles * nchunks;
   const int maxg = (int)std::max<int64_t>(1, std::min<int64_t>(slots, (total + 3) / 4));  // >= 4 steps per CTA
@@ -260,8 +277,13 @@ int sk_grid(int tiles, int nchunks, int slots, int amode, bool* split) {
   };
   for (int s = 1; (int64_t)tiles * s <= maxg; ++s) consider(tiles * s);
   consider(maxg);
+  *cost = best;
   return best_g;
 }
+// Cluster split-K on the warp-specialized kernel: the sum of a tile's partials over distributed shared memory,
+// charged as this many steps (an estimate: at batch 256 each CTA reads 7/8 of a 128 KB fp32 tile from its
+// cluster, ~2 us against ~0.66 us per step), against the shared tiles' fp32 atomics of stream-K.
+constexpr int WS_CLUSTER_STEPS = 4;
 
 }  // namespace
 }  // namespace polar_cuda

@@ -467,6 +467,7 @@ static void bench_sweep() {
                              {"wg4", au, 0, 1.0},       {"wg4-cl", au, 0, 1.0},         {"wg4-cl-pen0.25", au, 0, 0.25},
                              {"auto-cl", au, 0, 1.0},   {"auto-nocl", au, 0, 1.0},
                              {"ws", wg, 0, 1.0, true},  {"ws-s1", wg, 1, 1.0, true},  // the warp-specialized kernel, forced
+                             {"ws-nocl", wg, 0, 1.0, true},  // ... with stream-K's shared tiles, never cluster split-K
                              {"pair", au, 0, 1.0},      {"pair-pen0.25", au, 0, 0.25},  {"mma-8w", mm, 0, 1.0},
                              {"mma-4w", mm, 0, 1.0},    {"plan-h100", au, 0, 1.0},    {"plan-h200", au, 0, 1.0}};
     for (int sp : {1, 2, 4, 8, 16}) {  // each path under forced split counts

@@ -561,6 +561,44 @@ static void test_default_plan_profile(const polar_cuda_device_info& info) {
          "default planner profile on " + std::string(info.name) + " is " + want + " (" + buf + ")", rc, 0);
 }
 
+// Batch 256 (describe() only plans; PlanProfile in sel_gemm.cu): on the H200 profile the warp-specialized kernel
+// at every size, its tiles split in clusters where all clusters fit at once (OPT-6.7B's 7 fc1 tiles at 5%, 32
+// fc2 tiles), one CTA per tile where two per tile would not fit (OPT-66B's 72 fc2 tiles); on the H100 profile
+// only from 100 MB of gathered weights.
+static void test_batch256_plan(const polar_cuda_device_info& info) {
+  if (!g_wgmma || info.sms < 64) return;
+  DBuf any(256);
+  polar_cuda_tuning defaults;
+  polar_cuda_get_tuning(&defaults);
+  struct Want {
+    int prof, fc, d, k;
+    const char* has;
+  };
+  const bool two = 2 * 72 <= info.sms;  // 72 tiles with two CTAs each at once
+  for (const Want& w : {Want{2, 2, 9216, 1920, two ? "cluster-k" : "stream-k ctas=72 "}, Want{2, 2, 4096, 896, "cluster-k"},
+                        Want{2, 1, 4096, 896, "cluster-k"}, Want{1, 2, 4096, 4096, "reduce="}, Want{1, 2, 9216, 9216, "wgmma-ws"}}) {
+    set_tuning([&w](polar_cuda_tuning& t) { t.plan_profile = w.prof; });
+    char buf[256] = "";
+    int rc;
+    if (w.fc == 1) {
+      polar_cuda_sel_fc1_params p{};
+      p.dtype = POLAR_F16; p.m = 256; p.d = w.d; p.k = w.k; p.ldx = w.d; p.ldw1 = w.d; p.ldh = w.k;
+      p.x = p.w1 = p.h = any.d;
+      p.act = POLAR_ACT_RELU;
+      rc = polar_cuda_sel_fc1_describe(&p, buf, sizeof buf);
+    } else {
+      polar_cuda_sel_fc2_params p{};
+      p.dtype = POLAR_F16; p.m = 256; p.d = w.d; p.k = w.k; p.ldh = w.k; p.ldw2t = w.d; p.ldy = w.d;
+      p.h = p.w2t = p.y = any.d;
+      rc = polar_cuda_sel_fc2_describe(&p, buf, sizeof buf);
+    }
+    report(rc == 0 && std::string(buf).find(w.has) != std::string::npos,
+           std::string(w.prof == 1 ? "h100" : "h200") + " plan of fc" + std::to_string(w.fc) + " at batch 256, d " +
+               std::to_string(w.d) + ", k " + std::to_string(w.k) + " has '" + w.has + "' (" + buf + ")", rc, 0);
+  }
+  polar_cuda_set_tuning(&defaults);
+}
+
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--quick") g_quick = true;
@@ -573,6 +611,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s (sm_%d%d, %d SMs), wgmma path: %s, mode: %s\n", info.name, info.major, info.minor, info.sms,
               g_wgmma ? "yes" : "no", g_quick ? "quick" : "full");
   test_default_plan_profile(info);
+  test_batch256_plan(info);
   uint64_t seed = 1;
   const polar_dtype dts[] = {POLAR_F16, POLAR_BF16};
   std::vector<int> impls = {POLAR_IMPL_MMA};
@@ -618,12 +657,12 @@ int main(int argc, char** argv) {
   if (g_wgmma) {  // wgmma pairs at every batch > 64 (1), and never (0: one nb = 128 CTA per SM at 65-128)
     // 3, 4, 5: no pairs, and two / four warpgroups / the warp-specialized stream-K kernel at nb = 256 (the
     // default picks by size and plan; these shapes are small)
-    // 0-5 with split-K through the workspace, 6, 7: pairs / four warpgroups with the split-K tiles summed over
-    // a thread-block cluster (the default elsewhere in this test)
-    for (int pr : {1, 0, 3, 4, 5, 6, 7}) {
+    // 0-5 with split-K through the workspace, 6, 7, 8: pairs / four warpgroups / the warp-specialized kernel with
+    // the split-K tiles summed over a thread-block cluster (the default elsewhere in this test)
+    for (int pr : {1, 0, 3, 4, 5, 6, 7, 8}) {
       set_tuning([pr](polar_cuda_tuning& t) {
         t.wgmma_pair = pr == 6 ? 1 : pr >= 3 ? 0 : pr;
-        t.nb256 = pr == 3 ? 0 : pr == 4 || pr == 7 ? 1 : pr == 5 ? 3 : 2;
+        t.nb256 = pr == 3 ? 0 : pr == 4 || pr == 7 ? 1 : pr == 5 || pr == 8 ? 3 : 2;
         t.cluster_reduce = pr >= 6;
       });
       for (polar_dtype dt : dts)
@@ -643,13 +682,17 @@ int main(int argc, char** argv) {
   }
   // the planner's two per-GPU profiles (PlanProfile in sel_gemm.cu), each forced on this GPU over the grid; and
   // fc1 at batch 33-64 with 262 MB of gathered weights, where the H200 profile takes the warp-specialized
-  // stream-K kernel at nb = 64 (the H100 profile mma.sync with 8 warps)
+  // stream-K kernel at nb = 64 (the H100 profile mma.sync with 8 warps), and on the H200 profile fc2 at batch 256
+  // on that kernel
   for (int prof : {1, 2}) {
     std::printf("# planner profile forced: %s\n", prof == 1 ? "h100" : "h200");
     set_tuning([prof](polar_cuda_tuning& t) { t.plan_profile = prof; });
     for (polar_dtype dt : dts)
       for (const MlpCase& c : mlp) test_mlp(dt, c, POLAR_IMPL_AUTO, 0, true, (seed & 1) == 0, false, seed++);
     if (!g_quick) test_mlp(POLAR_F16, {40, 8192, 20000, 16000}, POLAR_IMPL_AUTO, 0, true, true, false, seed++);
+    // batch 256 at OPT-66B's d on the H200 profile: fc1 in clusters of the warp-specialized kernel, fc2 one
+    // CTA per tile
+    if (!g_quick && prof == 2) test_mlp(POLAR_BF16, {256, 9216, 4096, 1920}, POLAR_IMPL_AUTO, 0, true, false, false, seed++);
   }
   polar_cuda_set_tuning(&defaults);
 
