@@ -433,9 +433,9 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   const int nb = wg ? (g.M <= 64 ? 64 : (g.M <= 128 || pair) ? 128 : 256) : (g.M <= 8 ? 8 : g.M <= 16 ? 16 : g.M <= 32 ? 32 : 64);
   const int mma_stages = tu.mma_stages;
   // nb = 256: the warp-specialized stream-K kernel from 100 MB of gathered weights (on the H200 at every size:
-  // PlanProfile; H100 sweep at batch 256: OPT-66B at 50% 0.597 -> 0.457 ms for fc1 + fc2, at 100% 1.018 -> 0.820; OPT-6.7B
-  // at 100% fc1 0.089 -> 0.079), four lock-step warpgroups below (OPT-6.7B at 25%, 34 MB: 0.116 vs 0.127). It
-  // needs K > 0 (with no K step it would write nothing).
+  // PlanProfile; H100 sweep at batch 256: OPT-66B at 50% 0.597 -> 0.457 ms for fc1 + fc2, at 100% 1.018 ->
+  // 0.820; OPT-6.7B at 100% fc1 0.089 -> 0.079), four lock-step warpgroups below (OPT-6.7B at 25%, 34 MB: 0.116
+  // vs 0.127). It needs K > 0 (with no K step it would write nothing).
   // POLAR_CUDA_NB256=3 (experiments): the warp-specialized kernel at every batch tile of the wgmma path. At
   // nb = 64 / 128 it measured no gain (H100 sweep: OPT-66B batch 64 at 50% 0.336 ms vs 0.304 for mma.sync;
   // batch 128 at 50% 0.372 vs 0.369 for the wgmma pair), so the default keeps it at nb = 256.
@@ -620,7 +620,7 @@ int gemm_run(polar_dtype dt, int amode, GemmArgs g, int impl, int splits_req, cu
   if (pl.k.tma_b && encode_b_map(&g, pl.k.nb, who)) return -1;
   void* args[] = {&g};
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = pl.sk_ctas  ? (pl.k.tma_b && pl.cluster ? dim3(pl.sk_ctas / pl.cluster, pl.cluster) : dim3(pl.sk_ctas))
+  cfg.gridDim = pl.sk_ctas  ? (pl.cluster ? dim3(pl.sk_ctas / pl.cluster, pl.cluster) : dim3(pl.sk_ctas))
                 : g.m_inner ? dim3(pl.tilesF * pl.tilesM, pl.splits, 1)
                             : dim3(pl.tilesF, pl.splits, pl.tilesM);
   cfg.blockDim = dim3(pl.k.nt);

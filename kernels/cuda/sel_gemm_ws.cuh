@@ -23,6 +23,10 @@ namespace {
 // that two or more CTAs share is summed through the fp32 workspace (atomics, as split-K). A fix-up in which
 // the tile's first CTA waited on flags for the others' plain-stored partials measured slower (H100 sweep at
 // batch 256: OPT-66B at 50% 0.457 -> 0.698 ms), so it was not kept.
+// Cluster split-K (g.cluster_reduce): where all of a grid's tiles fit at once as clusters of 2-8 CTAs, each tile's
+// CTAs sum their partials over distributed shared memory instead (gemm_plan picks it when cheaper in steps): the
+// shared tiles' atomics cost more than their steps (H200, OPT-66B fc1 at batch 256 / 5%, 8 CTAs per tile: 0.0403
+// ms through the workspace, 0.0274 in clusters).
 // K steps before its end at which a CTA lets the next kernel launch (programmatic dependent launch): about
 // 5 us at ~0.65 us per step (OPT-66B fc1 at batch 64 on an H200), a guess at what a dependent needs to launch
 // and start its first copies; not tuned (the MLP grid measured the same as with the release at the start,
