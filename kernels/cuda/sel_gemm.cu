@@ -516,9 +516,9 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
       for (int sc = lo; sc <= hi && tiles * sc <= occ * p.sms; ++sc) {
         const int c = cdiv(g.nchunks, sc) + WS_CLUSTER_STEPS;
         if (c >= best) continue;
-        int nclu = 0;
-        if (cluster_occupancy(k.fn, k.nt, k.smem, sc, &nclu)) return -1;
-        if (nclu < tiles) continue;
+        bool fits = false;  // (one wave: tiles * sc <= slots, so all clusters at once)
+        if (cluster_fits(k, sc, &fits)) return -1;
+        if (!fits) continue;
         best = c;
         ws_cluster = sc;
       }

@@ -410,12 +410,17 @@ __device__ __forceinline__ void cluster_sum_rows(float* S, int mval, int fval, i
 // Epilogue of the lock-step kernels (grid (f tiles, splits, batch tiles), or (f x batch tiles, splits) with
 // interleaved batch tiles): the fp32 tile S of this CTA's split, summed over the tile's cluster when the
 // splits are one (g.cluster_reduce), else through the workspace (gemm_epilogue).
+// The cluster branch alone (also the warp-specialized kernel's, whose NT epilogue threads sync on named barrier BAR).
+template <typename T, int NB, int NT, int BAR = 0>
+__device__ __forceinline__ void cluster_tile_epilogue(const GemmArgs& g, float* S, int f0, int m0) {
+  int lo, hi;
+  cluster_sum_rows<NT>(S, min(NB, g.M - m0), min(BM, g.F - f0), &lo, &hi);
+  gemm_epilogue<T, NB, NT, BAR>(g, S, f0, m0, 0, 1, 0, lo, hi);
+}
 template <typename T, int NB, int NT>
 __device__ __forceinline__ void tile_epilogue(const GemmArgs& g, float* S, int f0, int m0) {
   if (g.cluster_reduce) {
-    int lo, hi;
-    cluster_sum_rows<NT>(S, min(NB, g.M - m0), min(BM, g.F - f0), &lo, &hi);
-    gemm_epilogue<T, NB, NT>(g, S, f0, m0, 0, 1, 0, lo, hi);
+    cluster_tile_epilogue<T, NB, NT>(g, S, f0, m0);
     return;
   }
   gemm_epilogue<T, NB, NT>(g, S, f0, m0, blockIdx.z * gridDim.x + blockIdx.x, gridDim.y, blockIdx.y);

@@ -216,9 +216,7 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
         }
       asm volatile("bar.sync 1, 256;\n" ::: "memory");
       if (g.cluster_reduce) {  // each CTA of the tile's cluster sums a share of the rows over the others' tiles
-        int lo, hi;
-        cluster_sum_rows<256>(S, min(NB, g.M - q.m0), min(BM, g.F - q.f0), &lo, &hi);
-        gemm_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0, 0, 1, 0, lo, hi);
+        cluster_tile_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0);
       } else {
         const int first = sk_cta_of((int64_t)q.t * nc, total, G), last = sk_cta_of((int64_t)q.t * nc + nc - 1, total, G);
         // a shared tile: every CTA adds its part into the fp32 slot of the tile's last CTA (unique: a CTA that

@@ -544,17 +544,29 @@ static void test_dense(polar_dtype dt, int m, int n, int k, int w_kn, bool bias,
   report(e.ok(), tag, e.k, e.bound());
 }
 
+// The plan of fc1 or fc2 (fp16, dense leading dimensions) at batch m into buf; describe() only plans: the pointers
+// are checked, never read.
+static int describe_plan(int fc, int m, int d, int k, char* buf, size_t n) {
+  DBuf any(256);
+  if (fc == 1) {
+    polar_cuda_sel_fc1_params p{};
+    p.dtype = POLAR_F16; p.m = m; p.d = d; p.k = k; p.ldx = d; p.ldw1 = d; p.ldh = k;
+    p.x = p.w1 = p.h = any.d;
+    p.act = POLAR_ACT_RELU;
+    return polar_cuda_sel_fc1_describe(&p, buf, n);
+  }
+  polar_cuda_sel_fc2_params p{};
+  p.dtype = POLAR_F16; p.m = m; p.d = d; p.k = k; p.ldh = k; p.ldw2t = d; p.ldy = d;
+  p.h = p.w2t = p.y = any.d;
+  return polar_cuda_sel_fc2_describe(&p, buf, n);
+}
+
 // The planner's per-GPU profile by default: the H200's on a device whose name has "H200" in it, else the H100's
 // (every plan description names it). A first version keyed it on the memory bus width, which an H200 did not
 // report as its datasheet's 6144 bits, and planned with the H100's choices there unnoticed.
 static void test_default_plan_profile(const polar_cuda_device_info& info) {
-  DBuf any(256);  // describe() only plans: the pointers are checked, never read
-  polar_cuda_sel_fc1_params p{};
-  p.dtype = POLAR_F16; p.m = 64; p.d = 4096; p.k = 1024; p.ldx = 4096; p.ldw1 = 4096; p.ldh = 1024;
-  p.x = p.w1 = p.h = any.d;
-  p.act = POLAR_ACT_RELU;
   char buf[256] = "";
-  const int rc = polar_cuda_sel_fc1_describe(&p, buf, sizeof buf);
+  const int rc = describe_plan(1, 64, 4096, 1024, buf, sizeof buf);
   const bool h200 = std::strstr(info.name, "H200") != nullptr;
   const std::string want = h200 ? "plan=h200" : "plan=h100";
   report(rc == 0 && std::string(buf).find(want) != std::string::npos,
@@ -567,7 +579,6 @@ static void test_default_plan_profile(const polar_cuda_device_info& info) {
 // only from 100 MB of gathered weights.
 static void test_batch256_plan(const polar_cuda_device_info& info) {
   if (!g_wgmma || info.sms < 64) return;
-  DBuf any(256);
   polar_cuda_tuning defaults;
   polar_cuda_get_tuning(&defaults);
   struct Want {
@@ -579,19 +590,7 @@ static void test_batch256_plan(const polar_cuda_device_info& info) {
                         Want{2, 1, 4096, 896, "cluster-k"}, Want{1, 2, 4096, 4096, "reduce="}, Want{1, 2, 9216, 9216, "wgmma-ws"}}) {
     set_tuning([&w](polar_cuda_tuning& t) { t.plan_profile = w.prof; });
     char buf[256] = "";
-    int rc;
-    if (w.fc == 1) {
-      polar_cuda_sel_fc1_params p{};
-      p.dtype = POLAR_F16; p.m = 256; p.d = w.d; p.k = w.k; p.ldx = w.d; p.ldw1 = w.d; p.ldh = w.k;
-      p.x = p.w1 = p.h = any.d;
-      p.act = POLAR_ACT_RELU;
-      rc = polar_cuda_sel_fc1_describe(&p, buf, sizeof buf);
-    } else {
-      polar_cuda_sel_fc2_params p{};
-      p.dtype = POLAR_F16; p.m = 256; p.d = w.d; p.k = w.k; p.ldh = w.k; p.ldw2t = w.d; p.ldy = w.d;
-      p.h = p.w2t = p.y = any.d;
-      rc = polar_cuda_sel_fc2_describe(&p, buf, sizeof buf);
-    }
+    const int rc = describe_plan(w.fc, 256, w.d, w.k, buf, sizeof buf);
     report(rc == 0 && std::string(buf).find(w.has) != std::string::npos,
            std::string(w.prof == 1 ? "h100" : "h200") + " plan of fc" + std::to_string(w.fc) + " at batch 256, d " +
                std::to_string(w.d) + ", k " + std::to_string(w.k) + " has '" + w.has + "' (" + buf + ")", rc, 0);
