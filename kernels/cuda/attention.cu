@@ -9,6 +9,7 @@
 // them. Query heads of groups that are not kept are zeroed by the CTA (b, j = 0, split 0).
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "common.cuh"
 #include "sel_gemm.cuh"  // pdl_on()
@@ -18,14 +19,14 @@ namespace {
 
 constexpr int AT_D = 128;       // head dim
 constexpr int AT_TILE = 64;     // positions per pipeline stage
-constexpr int AT_STAGES = 3;
 constexpr int AT_THREADS = 128;
 constexpr int AT_KV_BYTES = AT_TILE * AT_D * 2;              // one of K or V per stage (16 KB)
 constexpr int AT_STAGE_BYTES = 2 * AT_KV_BYTES;
 constexpr int AT_Q_BYTES = 16 * AT_D * 2;
-constexpr int AT_SMEM = AT_STAGES * AT_STAGE_BYTES + AT_Q_BYTES;
+// shared memory of the kernel with st pipeline stages (2: three CTAs per SM fit, 3: two)
+constexpr int at_smem(int st) { return st * AT_STAGE_BYTES + AT_Q_BYTES; }
 constexpr int AT_OLD = AT_D + 4;  // merge tile row (floats)
-static_assert(4 * 16 * AT_OLD * 4 + 2 * 4 * 16 * 4 <= AT_STAGES * AT_STAGE_BYTES, "merge tile fits");
+static_assert(4 * 16 * AT_OLD * 4 + 2 * 4 * 16 * 4 <= 2 * AT_STAGE_BYTES, "merge tile fits in the pipeline buffers");
 
 struct AttnArgs {
   const void* q;
@@ -49,7 +50,7 @@ struct AttnArgs {
   int64_t lse_offset;  // floats from ws to the lse block
 };
 
-template <typename T>
+template <typename T, int ST>
 __global__ void __launch_bounds__(AT_THREADS) attn_decode_kernel(const AttnArgs a) {
   extern __shared__ __align__(128) char smem[];
   __shared__ uint32_t sel_mask[32];
@@ -89,7 +90,7 @@ __global__ void __launch_bounds__(AT_THREADS) attn_decode_kernel(const AttnArgs 
   const int ntiles = p1 > p0 ? (p1 - p0 + AT_TILE - 1) / AT_TILE : 0;
 
   const uint32_t sbase = smem_u32(smem);
-  const uint32_t sq = sbase + AT_STAGES * AT_STAGE_BYTES;
+  const uint32_t sq = sbase + ST * AT_STAGE_BYTES;
   const T* K = static_cast<const T*>(a.k) + (int64_t)b * a.k_bs + (int64_t)grp * a.k_hs;
   const T* V = static_cast<const T*>(a.v) + (int64_t)b * a.v_bs + (int64_t)grp * a.v_hs;
   const int ch = tid & 15;  // 16-byte chunk of a 256-byte row
@@ -118,7 +119,7 @@ __global__ void __launch_bounds__(AT_THREADS) attn_decode_kernel(const AttnArgs 
     }
   }
 #pragma unroll
-  for (int s = 0; s < AT_STAGES - 1; ++s) {
+  for (int s = 0; s < ST - 1; ++s) {
     if (s < ntiles) load_tile(s, s);
     cp_async_commit();
   }
@@ -131,7 +132,7 @@ __global__ void __launch_bounds__(AT_THREADS) attn_decode_kernel(const AttnArgs 
   uint32_t qf[AT_D / 16][4];
 
   for (int t = 0; t < ntiles; ++t) {
-    cp_async_wait<AT_STAGES - 2>();
+    cp_async_wait<ST - 2>();
     __syncthreads();
     if (t == 0) {
 #pragma unroll
@@ -141,11 +142,11 @@ __global__ void __launch_bounds__(AT_THREADS) attn_decode_kernel(const AttnArgs 
       }
     }
     {
-      const int tn = t + AT_STAGES - 1;
-      if (tn < ntiles) load_tile(tn, tn % AT_STAGES);
+      const int tn = t + ST - 1;
+      if (tn < ntiles) load_tile(tn, tn % ST);
       cp_async_commit();
     }
-    const uint32_t sk = sbase + (t % AT_STAGES) * AT_STAGE_BYTES, sv = sk + AT_KV_BYTES;
+    const uint32_t sk = sbase + (t % ST) * AT_STAGE_BYTES, sv = sk + AT_KV_BYTES;
     // S = Q K^T for this warp's 16 positions (two n8 tiles)
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
@@ -303,25 +304,51 @@ __global__ void __launch_bounds__(AT_THREADS) attn_decode_kernel(const AttnArgs 
 
 struct AttnPlan {
   int splits, tps;
-  bool pdl;  // launched as a programmatic dependent of the kernel before (the head router's select)
+  int stages;  // pipeline depth: attn_decode_kernel<T, stages>
+  bool pdl;    // launched as a programmatic dependent of the kernel before (the head router's select)
   size_t ws_bytes, cnt_bytes;
   int64_t lse_offset;
 };
 
+template <int ST>
+const void* attn_fn(polar_dtype dt) {
+  return dt == POLAR_BF16 ? (const void*)attn_decode_kernel<__nv_bfloat16, ST> : (const void*)attn_decode_kernel<__half, ST>;
+}
+
 int plan_attn(const polar_cuda_attn_params* p, AttnPlan* pl, int* occ_out) {
   DevProps dp;
   if (dev_props(&dp)) return -1;
-  const void* fn = p->dtype == POLAR_BF16 ? (const void*)attn_decode_kernel<__nv_bfloat16> : (const void*)attn_decode_kernel<__half>;
-  int occ = 0;
-  if (kernel_occupancy(fn, AT_THREADS, AT_SMEM, &occ)) return -1;
-  if (occ < 1) return polar_set_error("polar_cuda_attn_decode: the kernel does not fit on this GPU (%d B shared memory)", AT_SMEM);
-  *occ_out = occ;
-  pl->pdl = pdl_on(dp);
+  int occ2 = 0, occ3 = 0;
+  if (kernel_occupancy(attn_fn<2>(p->dtype), AT_THREADS, at_smem(2), &occ2) ||
+      kernel_occupancy(attn_fn<3>(p->dtype), AT_THREADS, at_smem(3), &occ3))
+    return -1;
   const int n_sel = p->idx ? p->n_sel : p->kv_heads;
   const int items = p->batch * n_sel;
   const int tiles = std::max(1, cdiv(p->max_seq, AT_TILE));
+  // Pipeline depth: 3 stages (two CTAs per SM) with the split count below, or 2 stages (three per SM) with one CTA
+  // per item, where there are items for at least 3/4 of a wave of those and their last wave is fuller than with
+  // 3 stages. H200 sweep of stages x splits over the attention grids (docs/benchmarks.md, twelfth session): the
+  // rule picks the faster of the two at 15 of the 16 item counts measured; e.g. OPT-66B at batch 64 / 22 heads
+  // (1408 items: 5.33 waves of 264 against 3.56 of 396) 0.3306 -> 0.3228 ms, at batch 16 (352 items) 0.0956 ->
+  // 0.0863, LLaMA-3-8B GQA at batch 64 / 5 groups 0.1738 -> 0.1587; where 3 stages fill their last wave better
+  // (512, 1024, 2048 items) 2 stages measured 3-5% slower.
+  auto fill = [](int64_t n, int64_t slots) { return n % slots == 0 ? 1.0 : (double)(n % slots) / slots; };
+  const int ts = tuning().attn_stages;
+  bool two = ts == 2;
+  if (ts == 0 && p->splits == 0 && occ2 >= 1 && occ3 >= 1) {
+    const int64_t s2 = (int64_t)occ2 * dp.sms, s3 = (int64_t)occ3 * dp.sms;
+    two = 4 * (int64_t)items >= 3 * s2 && fill(items, s2) > fill(items, s3);
+  }
+  pl->stages = two ? 2 : 3;
+  const int occ = two ? occ2 : occ3;
+  if (occ < 1)
+    return polar_set_error("polar_cuda_attn_decode: the kernel does not fit on this GPU (%d B shared memory)", at_smem(pl->stages));
+  *occ_out = occ;
+  pl->pdl = pdl_on(dp);
   int s = 1;
-  if (p->splits > 0) {
+  if (two && ts == 0) {
+    s = 1;
+  } else if (p->splits > 0) {
     s = std::min(p->splits, tiles);
   } else {
     const int slots = occ * dp.sms;
@@ -387,6 +414,15 @@ extern "C" size_t polar_cuda_attn_workspace(const polar_cuda_attn_params* p) {
   return pl.ws_bytes;
 }
 
+extern "C" int polar_cuda_attn_describe(const polar_cuda_attn_params* p, char* buf, size_t n) {
+  AttnPlan pl;
+  int occ;
+  if (check_attn(p) || plan_attn(p, &pl, &occ)) return -1;
+  POLAR_REQ(buf != nullptr && n > 0, "polar_cuda_attn_describe: expected a buffer, received NULL or 0 bytes");
+  std::snprintf(buf, n, "stages=%d splits=%d tiles/split=%d ctas/sm=%d ws=%zu", pl.stages, pl.splits, pl.tps, occ, pl.ws_bytes);
+  return 0;
+}
+
 extern "C" int polar_cuda_attn_decode(const polar_cuda_attn_params* p) {
   if (check_attn(p)) return -1;
   AttnPlan pl;
@@ -423,7 +459,8 @@ extern "C" int polar_cuda_attn_decode(const polar_cuda_attn_params* p) {
   return with_dtype(p->dtype, "polar_cuda_attn_decode", [&](auto t) {
     using T = decltype(t);
     // sm_90: a programmatic dependent, so that the launch and the CTAs' set-up overlap the previous kernel's tail
-    POLAR_CU(launch_ex(pl.pdl, false, attn_decode_kernel<T>, grid, AT_THREADS, AT_SMEM, (cudaStream_t)p->stream, a));
+    if (pl.stages == 2) POLAR_CU(launch_ex(pl.pdl, false, attn_decode_kernel<T, 2>, grid, AT_THREADS, at_smem(2), (cudaStream_t)p->stream, a));
+    else POLAR_CU(launch_ex(pl.pdl, false, attn_decode_kernel<T, 3>, grid, AT_THREADS, at_smem(3), (cudaStream_t)p->stream, a));
     return 0;
   });
 }

@@ -300,7 +300,8 @@ int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max
 // POLAR_CUDA_HEAD_ROUTER_FUSED=0 (the head router as split-K GEMM + top-k kernel instead of head_router.cuh's),
 // POLAR_CUDA_SELECT_CAP (the multi-CTA top-k's two-barrier limit, router_select.cuh; 0 = always three passes),
 // POLAR_CUDA_ROUTER_FOLD_SUM=0 (the MLP router's token sum as its own kernel before the first GEMV),
-// POLAR_CUDA_ROUTER_HIST_IN_GEMV=0 (the multi-CTA select makes its first-pass histogram itself).
+// POLAR_CUDA_ROUTER_HIST_IN_GEMV=0 (the multi-CTA select makes its first-pass histogram itself), POLAR_CUDA_ATTN_STAGES=2|3
+// (the decode attention's pipeline depth instead of the planner's).
 namespace {
 int env_int(const char* name, int dflt) {
   const char* v = std::getenv(name);
@@ -338,6 +339,8 @@ polar_cuda_tuning& tune() {
     d.select_cap = std::min(8192, std::max(0, env_int("POLAR_CUDA_SELECT_CAP", 8192)));  // 8192: MT_CAP (router_select.cuh)
     d.router_fold_sum = env_int("POLAR_CUDA_ROUTER_FOLD_SUM", 1) ? 1 : 0;
     d.router_hist_in_gemv = env_int("POLAR_CUDA_ROUTER_HIST_IN_GEMV", 1) ? 1 : 0;
+    const int as = env_int("POLAR_CUDA_ATTN_STAGES", 0);
+    d.attn_stages = as == 2 || as == 3 ? as : 0;
     return d;
   }();
   return t;
@@ -756,4 +759,5 @@ extern "C" void polar_cuda_set_tuning(const polar_cuda_tuning* t) {
   if (t->select_cap >= 0 && t->select_cap <= 8192) c.select_cap = t->select_cap;
   if (t->router_fold_sum == 0 || t->router_fold_sum == 1) c.router_fold_sum = t->router_fold_sum;
   if (t->router_hist_in_gemv == 0 || t->router_hist_in_gemv == 1) c.router_hist_in_gemv = t->router_hist_in_gemv;
+  if (t->attn_stages == 0 || t->attn_stages == 2 || t->attn_stages == 3) c.attn_stages = t->attn_stages;
 }

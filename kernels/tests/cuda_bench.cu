@@ -613,16 +613,24 @@ static void bench_attn(bool gqa) {
         std::snprintf(tag, sizeof tag, "%s B=%d S=%d top=%d", M.name, B, S, top);
         verify_attn(A, top, idx, tag);
         const double ms = time_ms([&] { PK(polar_cuda_attn_decode(&p)); });
-        if (g_sweep && !gqa && B == 16) {  // split-K over the context (0 = the planner's choice)
-          for (int sp : {0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 30}) {
-            polar_cuda_attn_params q = p;
-            q.splits = sp;
-            if (polar_cuda_attn_workspace(&q) > A.ws.bytes) continue;
-            std::printf("{\"bench\":\"sweep_attn\",\"model\":\"%s\",\"batch\":%d,\"seq\":%d,\"kept\":%d,\"splits\":%d,\"ms\":%s}\n", M.name, B,
-                        S, top, sp, jnum(time_ms([&] { PK(polar_cuda_attn_decode(&q)); })).c_str());
+        if (g_sweep) {  // pipeline depth x split-K over the context (0 = the planner's choice)
+          for (int st : {0, 2, 3}) {
+            set_tuning([st](polar_cuda_tuning& t) { t.attn_stages = st; });
+            for (int sp : {0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 30}) {
+              if (st == 0 && sp != 0) continue;
+              polar_cuda_attn_params q = p;
+              q.splits = sp;
+              if (polar_cuda_attn_workspace(&q) > A.ws.bytes) continue;
+              std::printf("{\"bench\":\"sweep_attn\",\"kind\":\"%s\",\"model\":\"%s\",\"batch\":%d,\"seq\":%d,\"kept\":%d,\"stages\":%d,\"splits\":%d,\"ms\":%s}\n",
+                          gqa ? "gqa" : "attn", M.name, B, S, top, st, sp, jnum(time_ms([&] { PK(polar_cuda_attn_decode(&q)); })).c_str());
+            }
           }
+          set_tuning([](polar_cuda_tuning& t) { t.attn_stages = 0; });
           std::fflush(stdout);
         }
+        char plan[128], plan_dense[128];
+        PK(polar_cuda_attn_describe(&p, plan, sizeof plan));
+        PK(polar_cuda_attn_describe(&pd, plan_dense, sizeof plan_dense));
         const int hpg = M.hq / M.hkv;
         const double bytes = 2.0 * B * S * top * 128 * 2 + 2.0 * B * top * hpg * 128 * 2 + (double)B * M.hq * 128 * 2 + B * top * 4.0;
         const double flops = 4.0 * B * S * top * hpg * 128;
@@ -630,10 +638,10 @@ static void bench_attn(bool gqa) {
         std::printf(
             "{\"bench\":\"%s\",\"model\":\"%s\",\"gpu\":\"%s\",\"dtype\":\"%s\",\"batch\":%d,\"seq\":%d,\"q_heads\":%d,\"kv_heads\":%d,"
             "\"density\":%g,\"kept\":%d,\"ms\":%s,\"dense_ms\":%s,\"speedup_vs_dense\":%s,\"bytes\":%.0f,\"gbps\":%s,\"limit_ms\":%s,"
-            "\"frac_of_limit\":%s}\n",
+            "\"frac_of_limit\":%s,\"plan\":\"%s\",\"plan_dense\":\"%s\"}\n",
             gqa ? "gqa" : "attn", M.name, g_gpu.c_str(), dtname(g_dt), B, S, M.hq, M.hkv, de, top, jnum(ms).c_str(),
             jnum(dense).c_str(), jnum(dense / ms, 3).c_str(), bytes, jnum(bytes / ms / 1e6, 1).c_str(), jnum(limit).c_str(),
-            jnum(limit / ms, 3).c_str());
+            jnum(limit / ms, 3).c_str(), plan, plan_dense);
         std::fflush(stdout);
         std::fprintf(stderr, "%-4s %-11s B=%-3d S=%-5d kept=%-3d %8.4f ms  %6.0f GB/s  %5.1f%% of limit  dense %.4f ms (x%.2f)\n",
                      gqa ? "gqa" : "attn", M.name, B, S, top, ms, bytes / ms / 1e6, 100 * limit / ms, dense, dense / ms);
@@ -843,7 +851,7 @@ static void bench_block() {
     PK(polar_cuda_dense_linear(&p));
   };
   int attn_splits = 0;  // 0 = planned (--sweep times others)
-  auto attn = [&](bool sparse) {
+  auto attn_params = [&](bool sparse) {
     polar_cuda_attn_params p{};
     p.splits = attn_splits;
     p.dtype = g_dt; p.batch = B; p.q_heads = H; p.kv_heads = H; p.head_dim = D; p.max_seq = S;
@@ -854,7 +862,17 @@ static void bench_block() {
     p.seqlens = (const int32_t*)lens.p; p.idx = sparse ? (const int32_t*)hidx.p : nullptr; p.n_sel = top; p.idx_stride = top;
     p.scale = 1.f / std::sqrt((float)D); p.out = ao.p; p.o_batch_stride = d; p.o_head_stride = D;
     p.workspace = ws.p; p.workspace_bytes = ws.bytes;
+    return p;
+  };
+  auto attn = [&](bool sparse) {
+    const polar_cuda_attn_params p = attn_params(sparse);
     PK(polar_cuda_attn_decode(&p));
+  };
+  auto attn_plan = [&](bool sparse) {
+    const polar_cuda_attn_params p = attn_params(sparse);
+    char buf[128];
+    PK(polar_cuda_attn_describe(&p, buf, sizeof buf));
+    return std::string(buf);
   };
   auto head_router = [&] {
     polar_cuda_head_router_params p{};
@@ -934,13 +952,33 @@ static void bench_block() {
                   jnum(t).c_str(), polar_cuda_head_router_path());
     }
     polar_cuda_set_tuning(&before);
-    for (int sp : {1, 2, 3, 4, 5, 6, 10}) {  // attention split-K, sparse and dense
-      attn_splits = sp;
-      const double ts = time_ms([&] { attn(true); }), td = time_ms([&] { attn(false); });
-      std::printf("{\"bench\":\"sweep_block_attn\",\"model\":\"opt-66b\",\"batch\":%d,\"seq\":%d,\"splits\":%d,\"sparse_ms\":%s,\"dense_ms\":%s}\n", B, S,
-                  sp, jnum(ts).c_str(), jnum(td).c_str());
-    }
+    for (int st : {0, 2, 3})  // attention pipeline depth (0 = the planner's) x split-K, sparse and dense
+      for (int sp : {0, 1, 2, 3, 4, 5, 6, 10}) {
+        if ((st == 0) != (sp == 0)) continue;
+        set_tuning([st](polar_cuda_tuning& t) { t.attn_stages = st; });
+        attn_splits = sp;
+        const double ts = time_ms([&] { attn(true); }), td = time_ms([&] { attn(false); });
+        std::printf("{\"bench\":\"sweep_block_attn\",\"model\":\"opt-66b\",\"batch\":%d,\"seq\":%d,\"stages\":%d,\"splits\":%d,\"sparse_ms\":%s,\"dense_ms\":%s}\n",
+                    B, S, st, sp, jnum(ts).c_str(), jnum(td).c_str());
+      }
+    set_tuning([](polar_cuda_tuning& t) { t.attn_stages = 0; });
     attn_splits = 0;
+    // which heads are kept: the router's, the first `top` heads of every sequence, or the router's sorted
+    // (whether the kept heads' positions in the cache move the sparse attention's rate per byte)
+    std::vector<int32_t> sel((size_t)B * top);
+    CK(cudaMemcpy(sel.data(), hidx.p, sel.size() * 4, cudaMemcpyDeviceToHost));
+    const double t_router = time_ms([&] { attn(true); });
+    std::vector<int32_t> alt(sel);
+    for (int b = 0; b < B; ++b) std::sort(alt.begin() + (size_t)b * top, alt.begin() + (size_t)(b + 1) * top);
+    CK(cudaMemcpy(hidx.p, alt.data(), alt.size() * 4, cudaMemcpyHostToDevice));
+    const double t_sorted = time_ms([&] { attn(true); });
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < top; ++j) alt[(size_t)b * top + j] = j;
+    CK(cudaMemcpy(hidx.p, alt.data(), alt.size() * 4, cudaMemcpyHostToDevice));
+    const double t_first = time_ms([&] { attn(true); });
+    CK(cudaMemcpy(hidx.p, sel.data(), sel.size() * 4, cudaMemcpyHostToDevice));
+    std::printf("{\"bench\":\"sweep_block_attn_heads\",\"model\":\"opt-66b\",\"batch\":%d,\"seq\":%d,\"router_ms\":%s,\"sorted_ms\":%s,\"first_ms\":%s,\"first_sel\":[%d,%d,%d,%d]}\n",
+                B, S, jnum(t_router).c_str(), jnum(t_sorted).c_str(), jnum(t_first).c_str(), sel[0], sel[1], sel[2], sel[3]);
     std::fflush(stdout);
   }
   auto sparse_step = [&] {
@@ -1007,14 +1045,14 @@ static void bench_block() {
       "\"block_sparse_ms\":%s,\"block_dense_ms\":%s,\"block_speedup\":%s,\"mlp_router_path\":\"%s\","
       "\"router_other_path\":{\"path\":\"%s\",\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
       "\"select_three_pass\":{\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},\"fold_sum_other\":{\"router_fold_sum\":%d,\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s,\"rank8_ms\":%s},\"hist_in_gemv_other\":{\"router_hist_in_gemv\":%d,\"mlp_router_ms\":%s,\"attn_mlp_sparse_ms\":%s,\"rank8_ms\":%s},\"head_router_path\":\"%s\",\"head_router_other_path\":{\"path\":\"%s\",\"head_router_ms\":%s,\"attn_mlp_sparse_ms\":%s},"
-      "\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
+      "\"attn_plan\":\"%s\",\"attn_plan_dense\":\"%s\",\"parts_ms\":{\"head_router\":%s,\"mlp_router\":%s,\"mlp_router_scores\":%s,"
       "\"qkv_proj\":%s,\"out_proj\":%s,\"attn_sparse\":%s,\"attn_dense\":%s,\"mlp_sparse\":%s,\"mlp_dense\":%s}}\n",
       g_gpu.c_str(), dtname(g_dt), g_kv_bhsd ? "bhsd" : "bshd", polar_cuda_topk_launch_mode(), B, S, head_dens, top, mlp_dens, k, rank, jnum(sparse_core).c_str(), jnum(dense_core).c_str(),
       jnum(dense_core / sparse_core, 3).c_str(), jnum(sparse_full).c_str(), jnum(dense_full).c_str(), jnum(dense_full / sparse_full, 3).c_str(),
       router_path.c_str(), mr_alt.path.c_str(), jnum(mr_alt.part_ms).c_str(), jnum(mr_alt.step_ms).c_str(), jnum(mr_3p.part_ms).c_str(),
       jnum(mr_3p.step_ms).c_str(), !tu0.router_fold_sum, jnum(mr_fold.part_ms).c_str(), jnum(mr_fold.step_ms).c_str(), jnum(mr_fold.r8_ms).c_str(),
       !tu0.router_hist_in_gemv, jnum(mr_hist.part_ms).c_str(), jnum(mr_hist.step_ms).c_str(), jnum(mr_hist.r8_ms).c_str(), head_path.c_str(),
-      hr_alt.path.c_str(), jnum(hr_alt.part_ms).c_str(), jnum(hr_alt.step_ms).c_str(), jnum(t_hr).c_str(),
+      hr_alt.path.c_str(), jnum(hr_alt.part_ms).c_str(), jnum(hr_alt.step_ms).c_str(), attn_plan(true).c_str(), attn_plan(false).c_str(), jnum(t_hr).c_str(),
       jnum(t_mr).c_str(), jnum(t_mr_scores).c_str(), jnum(t_qkv).c_str(), jnum(t_o).c_str(), jnum(t_as).c_str(), jnum(t_ad).c_str(),
       jnum(t_ms).c_str(), jnum(t_md).c_str());
   // the MLP router's fixed costs (launches, token sum, barriers, select): rank 8, ~1 MB of weights

@@ -192,7 +192,9 @@ static void test_mlp(polar_dtype dt, const MlpCase& c, int impl, int splits, boo
 struct AttnCase {
   int B, hkv, hpg, S, nsel, splits;
   bool dense;
+  int want_stages = 0;  // > 0: the planner's pipeline depth expected on a GPU of 132 SMs (H100 SXM, H200)
 };
+static int g_sms = 0;
 
 static void test_attn(polar_dtype dt, const AttnCase& c, uint64_t seed) {
   Rng r(seed);
@@ -296,11 +298,18 @@ static void test_attn(polar_dtype dt, const AttnCase& c, uint64_t seed) {
         }
       }
   }
-  char tag[256];
-  std::snprintf(tag, sizeof tag, "attn %s B=%d kv=%d hpg=%d S=%d nsel=%d splits=%d %s", dtname(dt), B, hkv, hpg, S, nsel, c.splits,
-                c.dense ? "dense" : "selective");
+  char tag[256], plan[128];
+  PK(polar_cuda_attn_describe(&p, plan, sizeof plan));
+  std::snprintf(tag, sizeof tag, "attn %s B=%d kv=%d hpg=%d S=%d nsel=%d splits=%d %s (%s)", dtname(dt), B, hkv, hpg, S, nsel, c.splits,
+                c.dense ? "dense" : "selective", plan);
   report(e.ok(), tag, e.k, e.bound());
   report(zeros_ok, std::string("zeros ") + tag, zeros_ok ? 0 : 1, 0);
+  polar_cuda_tuning tu;
+  polar_cuda_get_tuning(&tu);
+  if (c.want_stages && tu.attn_stages == 0 && g_sms == 132) {
+    const bool ok = std::strstr(plan, ("stages=" + std::to_string(c.want_stages) + " ").c_str()) != nullptr;
+    report(ok, std::string("plan ") + tag + ": " + std::to_string(c.want_stages) + " stages expected", ok ? 0 : 1, 0);
+  }
   report_ws_zeroed(ws, tag);
 }
 
@@ -607,6 +616,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   g_wgmma = info.wgmma;
+  g_sms = info.sms;
   std::printf("device: %s (sm_%d%d, %d SMs), wgmma path: %s, mode: %s\n", info.name, info.major, info.minor, info.sms,
               g_wgmma ? "yes" : "no", g_quick ? "quick" : "full");
   test_default_plan_profile(info);
@@ -700,8 +710,20 @@ int main(int argc, char** argv) {
                               {4, 2, 16, 130, 1, 0, false},  {5, 6, 1, 64, 6, 1, false},   {2, 4, 2, 300, 0, 0, true},
                               {3, 8, 4, 2500, 3, 7, false},  {6, 16, 1, 1920, 5, 0, false}, {1, 8, 8, 4096, 4, 0, false}};
   if (g_quick) at = {{3, 4, 1, 150, 2, 3, false}, {3, 2, 4, 70, 1, 1, false}, {2, 2, 2, 100, 0, 2, true}};
-  for (polar_dtype dt : dts)
-    for (const AttnCase& c : at) test_attn(dt, c, seed++);
+  // items (batch x kept groups) for most of a wave of three CTAs per SM, whose last wave is fuller than with two:
+  // the planner takes 2 stages and one CTA per item (checked below on this GPU's plan)
+  // (320 items: 0.81 of a wave of 396 against 1.21 waves of 264); 512 items fill their second wave of 264 better
+  const std::vector<AttnCase> at2 = {{40, 8, 1, 200, 8, 0, false, 2}, {64, 8, 4, 333, 5, 0, false, 2}, {64, 8, 2, 150, 8, 0, false, 3}};
+  for (polar_dtype dt : dts) {
+    for (int st : {0, 2, 3}) {  // the planner's pipeline depth, then each forced
+      set_tuning([st](polar_cuda_tuning& t) { t.attn_stages = st; });
+      if (st) std::printf("# decode attention with %d pipeline stages forced\n", st);
+      for (const AttnCase& c : at) test_attn(dt, c, seed++);
+      if (!g_quick || st == 0)
+        for (const AttnCase& c : at2) test_attn(dt, c, seed++);
+    }
+    polar_cuda_set_tuning(&defaults);
+  }
 
   // routers
   for (polar_dtype dt : dts) {

@@ -101,6 +101,8 @@ typedef struct {
   void* stream;
 } polar_cuda_attn_params;
 size_t polar_cuda_attn_workspace(const polar_cuda_attn_params* p);
+// The plan the decode attention takes for p (pipeline stages, split count, CTAs per SM), as text; 0 or -1.
+int polar_cuda_attn_describe(const polar_cuda_attn_params* p, char* buf, size_t n);
 int polar_cuda_attn_decode(const polar_cuda_attn_params* p);
 
 // ---- routers with fused top-k ------------------------------------------------------------------------
@@ -183,7 +185,7 @@ int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, s
 // Experimental tuning of the selective GEMMs and the head router, for benchmarks and tests (not thread-safe
 // against calls in flight). Initial values come from the environment (POLAR_CUDA_MMA_STAGES, _SPLIT_PENALTY,
 // _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE, _PLAN = h100 | h200,
-// _ROUTER_FUSED, _HEAD_ROUTER_FUSED, _SELECT_CAP, _ROUTER_FOLD_SUM, _ROUTER_HIST_IN_GEMV).
+// _ROUTER_FUSED, _HEAD_ROUTER_FUSED, _SELECT_CAP, _ROUTER_FOLD_SUM, _ROUTER_HIST_IN_GEMV, _ATTN_STAGES).
 // polar_cuda_set_tuning changes each field that is in its range and keeps the others
 // (polar_cuda_tuning_unchanged() has every field out of range).
 typedef struct {
@@ -217,9 +219,10 @@ typedef struct {
   int router_hist_in_gemv;  // MLP router, LOGIT scores, separate kernels, rank <= 1024: 1 the second GEMV counts the
                          // scores in the multi-CTA select's first-pass histogram (the select skips that pass and a
                          // grid barrier); 0 the select makes it
+  int attn_stages;       // decode attention pipeline depth: 0 (default) by the planner, 2 (three CTAs per SM) or 3 (two)
 } polar_cuda_tuning;
 static inline polar_cuda_tuning polar_cuda_tuning_unchanged(void) {
-  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
   return t;
 }
 void polar_cuda_get_tuning(polar_cuda_tuning* t);
