@@ -2,11 +2,11 @@
 //
 // One CTA per (split of the context, kept group j, sequence b); 4 warps. A group's query heads (1 for MHA,
 // q_heads/kv_heads for GQA, padded to the 16 rows of an m16n8k16 MMA) are processed together against a
-// single read of the group's K and V, which stream through a 3-stage cp.async pipeline in tiles of 64
-// positions (each warp owns 16 positions of a tile: S = Q K^T and O += P V on tensor cores, online
-// softmax in fp32 in the exp2 domain). The 4 warps' states are merged in shared memory; with several
-// splits each CTA writes (o / l, log2-sum-exp) to the workspace and the last CTA of the (b, j) item merges
-// them. Query heads of groups that are not kept are zeroed by the CTA (b, j = 0, split 0).
+// single read of the group's K and V, which stream through a cp.async pipeline of 2 or 3 stages (three or two
+// CTAs per SM; plan_attn picks) in tiles of 64 positions (each warp owns 16 positions of a tile: S = Q K^T and
+// O += P V on tensor cores, online softmax in fp32 in the exp2 domain). The 4 warps' states are merged in shared
+// memory; with several splits each CTA writes (o / l, log2-sum-exp) to the workspace and the last CTA of the
+// (b, j) item merges them. Query heads of groups that are not kept are zeroed by the CTA (b, j = 0, split 0).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -327,11 +327,11 @@ int plan_attn(const polar_cuda_attn_params* p, AttnPlan* pl, int* occ_out) {
   const int tiles = std::max(1, cdiv(p->max_seq, AT_TILE));
   // Pipeline depth: 3 stages (two CTAs per SM) with the split count below, or 2 stages (three per SM) with one CTA
   // per item, where there are items for at least 3/4 of a wave of those and their last wave is fuller than with
-  // 3 stages. H200 sweep of stages x splits over the attention grids (docs/benchmarks.md, twelfth session): the
-  // rule picks the faster of the two at 15 of the 16 item counts measured; e.g. OPT-66B at batch 64 / 22 heads
-  // (1408 items: 5.33 waves of 264 against 3.56 of 396) 0.3306 -> 0.3228 ms, at batch 16 (352 items) 0.0956 ->
-  // 0.0863, LLaMA-3-8B GQA at batch 64 / 5 groups 0.1738 -> 0.1587; where 3 stages fill their last wave better
-  // (512, 1024, 2048 items) 2 stages measured 3-5% slower.
+  // 3 stages. H200 sweep of stages x splits over the attention grids (docs/benchmarks.md, twelfth session): of the
+  // 36 points the rule moves 9; OPT-66B at batch 64 / 22 heads (1408 items: 5.33 waves of 264 against 3.56 of
+  // 396) 0.3306 -> 0.3228 ms, at batch 16 (352 items) 0.0956 -> 0.0863, LLaMA-3-8B GQA at batch 64 / 5 groups
+  // 0.1738 -> 0.1587; four moved points measured 0.4-2.2% slower, within that call's run-to-run spread. Where
+  // 3 stages fill their last wave better (512, 1024, 2048 items) 2 stages measured 3-5% slower.
   auto fill = [](int64_t n, int64_t slots) { return n % slots == 0 ? 1.0 : (double)(n % slots) / slots; };
   const int ts = tuning().attn_stages;
   bool two = ts == 2;
