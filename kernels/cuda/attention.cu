@@ -334,8 +334,9 @@ int plan_attn(const polar_cuda_attn_params* p, AttnPlan* pl, int* occ_out) {
   // 3 stages fill their last wave better (512, 1024, 2048 items) 2 stages measured 3-5% slower.
   auto fill = [](int64_t n, int64_t slots) { return n % slots == 0 ? 1.0 : (double)(n % slots) / slots; };
   const int ts = tuning().attn_stages;
+  const bool planned = ts == 0 && p->splits == 0;  // neither the depth nor the split count is forced
   bool two = ts == 2;
-  if (ts == 0 && p->splits == 0 && occ2 >= 1 && occ3 >= 1) {
+  if (planned && occ2 >= 1 && occ3 >= 1) {
     const int64_t s2 = (int64_t)occ2 * dp.sms, s3 = (int64_t)occ3 * dp.sms;
     two = 4 * (int64_t)items >= 3 * s2 && fill(items, s2) > fill(items, s3);
   }
@@ -350,12 +351,10 @@ int plan_attn(const polar_cuda_attn_params* p, AttnPlan* pl, int* occ_out) {
   // and measured slower, OPT-6.7B at batch 16 / 10 heads (160 items) 0.0501 against 0.0457 ms with one, LLaMA-3-8B
   // / -70B GQA at batch 16 / 8 groups (128 items) 0.0719 / 0.0760 against 0.0684 / 0.0684; at 256 items equal.
   const bool one_wave = 10 * (int64_t)items >= 9 * (int64_t)dp.sms && items <= (int64_t)occ * dp.sms;
-  int s = 1;
-  if (ts == 0 && p->splits == 0 && (two || one_wave)) {
-    s = 1;
-  } else if (p->splits > 0) {
+  int s = 1;  // one CTA per item where planned and a rule above says so
+  if (p->splits > 0) {
     s = std::min(p->splits, tiles);
-  } else {
+  } else if (!(planned && (two || one_wave))) {
     const int slots = occ * dp.sms;
     double best = 1e30;
     for (int c = 1; c <= std::min(tiles, 64); ++c) {

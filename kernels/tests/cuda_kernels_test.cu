@@ -710,10 +710,10 @@ int main(int argc, char** argv) {
                               {4, 2, 16, 130, 1, 0, false},  {5, 6, 1, 64, 6, 1, false},   {2, 4, 2, 300, 0, 0, true},
                               {3, 8, 4, 2500, 3, 7, false},  {6, 16, 1, 1920, 5, 0, false}, {1, 8, 8, 4096, 4, 0, false}};
   if (g_quick) at = {{3, 4, 1, 150, 2, 3, false}, {3, 2, 4, 70, 1, 1, false}, {2, 2, 2, 100, 0, 2, true}};
-  // items (batch x kept groups) for most of a wave of three CTAs per SM, whose last wave is fuller than with two:
-  // the planner takes 2 stages and one CTA per item (checked below on this GPU's plan)
-  // (320 items: 0.81 of a wave of 396 against 1.21 waves of 264); 512 items fill their second wave of 264 better;
-  // 160 items (one wave of 3-stage CTAs) take one CTA each (the split model alone would take 3 at 30 tiles)
+  // Cases the planner's rules decide (their plans checked on 132-SM GPUs): 320 items (batch x kept groups) fill 0.81
+  // of a wave of 396 three-per-SM CTAs against 1.21 waves of 264, so 2 stages and one CTA per item; 512 items fill
+  // their second wave of 264 better, so 3 stages; 160 items fit one wave of 3-stage CTAs, so one CTA each (the split
+  // model alone would take 3 at 30 tiles).
   const std::vector<AttnCase> at2 = {{40, 8, 1, 200, 8, 0, false, "stages=2 splits=1 "},
                                      {64, 8, 4, 333, 5, 0, false, "stages=2 splits=1 "},
                                      {64, 8, 2, 150, 8, 0, false, "stages=3 "},
