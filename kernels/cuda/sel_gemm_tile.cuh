@@ -27,12 +27,27 @@ struct Cfg {
 
 // ---- tile loader ------------------------------------------------------------------------------------
 // EF: the weight (A) copies carry an L2 evict-first policy (for kernels that read each weight tile once)
-template <typename T, int AMODE, int NB, int NT, bool EF = false>
+// LPR (A_COLS only): lanes per gathered K row's 256-byte piece, see below
+template <typename T, int AMODE, int NB, int NT, bool EF = false, int LPR_ = 8>
 struct Loader {
   static constexpr int A_ITERS = (BM * BK / 8) / NT;
   static constexpr int B_CHUNKS = NB * BK / 8;
   static constexpr int B_ITERS = (B_CHUNKS + NT - 1) / NT;
   static constexpr int A_PTRS = AMODE == A_ROWS ? A_ITERS : 1;
+  // A_COLS: each gathered K row's 256-byte piece (BM features) is copied by LPR lanes, CPR 16-byte chunks each,
+  // so a thread computes the address of PASSES rows per stage, not one per chunk. Row of pass h: jj = tid / LPR
+  // + h * (NT / LPR); chunk c of it: ch = c * LPR + tid % LPR. With 16 lanes per row (one chunk per thread and
+  // row, eight row addresses per thread and stage, as before) fc2 was bound on its copies' address work; H200
+  // read-flush sweep, fc2 ms with 16 / 8 / 4 / 2 lanes per row: OPT-66B batch 64 (mma.sync) at 25% 0.0690 /
+  // 0.0618 / 0.0614 / 0.0790, at 50% 0.1153 / 0.1057 / 0.1082 / 0.1380, at 100% 0.2100 / 0.1992 / 0.2002 /
+  // 0.2569; batch 256 (warp-specialized) at 25% 0.1181 / 0.1066 / 0.1058 / 0.1213, at 50% 0.1965 / 0.1750 /
+  // 0.1734 / 0.1991. Hence 8 in the lock-step kernels and 4 in the warp-specialized one (2: a warp's copy
+  // touches 16 rows' lines at once, slower everywhere).
+  static constexpr int LPR = LPR_ > NT / BK ? LPR_ : NT / BK;
+  static constexpr int CPR = (BM / 8) / LPR;
+  static constexpr int PASSES = BK * LPR / NT;
+  static_assert(LPR >= 1 && LPR <= BM / 8 && PASSES * CPR == A_ITERS, "A_COLS row mapping");
+  __device__ __forceinline__ static int col_row(int t, int h) { return t / LPR + h * (NT / LPR); }
   const T* arow[A_PTRS];
   bool aval[A_PTRS];
   const T* brow[B_ITERS];
@@ -41,7 +56,7 @@ struct Loader {
   uint64_t a_pol = 0;  // EF: the evict-first policy
   // A_COLS: the row indices of the next chunk to load, fetched one main-loop step early (prefetch_rows)
   // so that the copies of that chunk do not wait for an L2 round trip on idx (ncu: fc2's top stall)
-  int pre_rows[AMODE == A_COLS ? A_ITERS : 1];
+  int pre_rows[AMODE == A_COLS ? PASSES : 1];
   int pre_c = -1;
 
   __device__ __forceinline__ Loader(const GemmArgs& g, int f0_, int m0, int tid_) : tid(tid_), f0(f0_) {
@@ -95,48 +110,59 @@ struct Loader {
     } else {
       // all of this chunk's row indices first: the copies below are asm volatile with a memory clobber, so a
       // load placed between them would be issued (and waited for) one at a time
-      int rows[A_ITERS];
+      int rows[PASSES];
       if (pre_c == c) {
 #pragma unroll
-        for (int i = 0; i < A_ITERS; ++i) rows[i] = pre_rows[i];
+        for (int i = 0; i < PASSES; ++i) rows[i] = pre_rows[i];
       } else {
         fetch_rows(g, c, rows);
       }
       load_a_rows(g, sa, rows);
     }
   }
-  // A_COLS: the copies of one chunk whose row indices are already in registers. The thread's K rows are NT / 16
-  // apart (jj = (tid >> 4) + i * NT / 16), or with GROUPED A_ITERS consecutive ones (jj = (tid >> 4) * A_ITERS + i,
-  // one group per half-warp: the warp-specialized kernel's, load_a_grouped).
-  template <bool GROUPED = false>
+  // A_COLS: the copies of one chunk whose row indices (rows[h]: K row col_row(tid, h) of the chunk, < 0 past K)
+  // are already in registers.
   __device__ __forceinline__ void load_a_rows(const GemmArgs& g, uint32_t sa, const int* rows) const {
     const T* A = static_cast<const T*>(g.A);
-    const int ch = tid & 15;
-    const bool fv = f0 + ch * 8 < g.F;
+    const int l = tid % LPR;
+    const bool full = f0 + BM <= g.F;  // every chunk of the tile's features exists (all but a last partial tile)
 #pragma unroll
-    for (int i = 0; i < A_ITERS; ++i) {
-      const int jj = GROUPED ? (tid >> 4) * A_ITERS + i : (tid >> 4) + i * (NT / 16);
-      const bool v = fv && rows[i] >= 0;
-      copy_a(sa + jj * 256 + ((ch ^ (jj & 7)) << 4), v ? A + (int64_t)rows[i] * g.lda + f0 + ch * 8 : A, v);
+    for (int h = 0; h < PASSES; ++h) {
+      const int jj = col_row(tid, h);
+      const bool rv = rows[h] >= 0;
+      const T* src = A + (int64_t)(rv ? rows[h] : 0) * g.lda + f0 + l * 8;
+      const uint32_t dst = sa + jj * 256;
+#pragma unroll
+      for (int c = 0; c < CPR; ++c) {
+        const int ch = c * LPR + l;
+        const bool v = rv && (full || f0 + ch * 8 < g.F);
+        copy_a(dst + ((ch ^ (jj & 7)) << 4), v ? src + c * LPR * 8 : A, v);
+      }
     }
   }
-  // A_COLS in the warp-specialized kernel: load_a_rows<true> with the group's indices from shared memory (sidx[jj])
-  __device__ __forceinline__ void load_a_grouped(const GemmArgs& g, uint32_t sa, int c, const int* sidx) const {
-    const int jb = (tid >> 4) * A_ITERS;
-    int rows[A_ITERS];
+  // A_COLS in the warp-specialized kernel: load_a_rows with the chunk's indices from shared memory (sidx[jj])
+  __device__ __forceinline__ void load_a_smem(const GemmArgs& g, uint32_t sa, int c, const int* sidx) const {
+    int rows[PASSES];
 #pragma unroll
-    for (int i = 0; i < A_ITERS; ++i) {
-      const int j = c * BK + jb + i;
-      rows[i] = j < g.K ? (g.idx ? sidx[jb + i] : j) : -1;
+    for (int h = 0; h < PASSES; ++h) {
+      const int jj = col_row(tid, h);
+      const int j = c * BK + jj;
+      rows[h] = j < g.K ? (g.idx ? sidx[jj] : j) : -1;
     }
-    load_a_rows<true>(g, sa, rows);
+    load_a_rows(g, sa, rows);
+  }
+  // A_COLS: the K rows (of a chunk) whose indices lane l < 16 of warp w copies for the warp's threads (each
+  // warp of 32 threads reads 16 distinct rows, for any LPR when NT = 128)
+  __device__ __forceinline__ static int warp_row(int w, int l) {
+    constexpr int RW = 32 / LPR < 1 ? 1 : 32 / LPR;  // distinct rows per pass in a warp
+    return col_row(w * 32 + (l % RW) * LPR, l / RW);
   }
   __device__ __forceinline__ void fetch_rows(const GemmArgs& g, int c, int* rows) const {
     const int k0 = c * BK;
 #pragma unroll
-    for (int i = 0; i < A_ITERS; ++i) {
-      const int j = k0 + (tid >> 4) + i * (NT / 16);
-      rows[i] = j < g.K ? (g.idx ? __ldg(g.idx + j) : j) : -1;
+    for (int h = 0; h < PASSES; ++h) {
+      const int j = k0 + col_row(tid, h);
+      rows[h] = j < g.K ? (g.idx ? __ldg(g.idx + j) : j) : -1;
     }
   }
   // A_COLS: start fetching chunk c's row indices now (used by the load_a of c, a main-loop step later)
@@ -182,7 +208,7 @@ template <int AMODE, int STAGES, int STAGE_BYTES, int A_BYTES, typename L>
 __device__ __forceinline__ void gemm_prologue(const GemmArgs& g, const L& ld, uint32_t sbase, int c_begin, int nloc, int rot) {
   if (AMODE == A_COLS) {
     if (!g.early_a) griddep_wait_and_release();  // else idx was written before the previous kernel (see above)
-    int rows[STAGES - 1][L::A_ITERS];
+    int rows[STAGES - 1][L::PASSES];
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s)
       if (s < nloc) ld.fetch_rows(g, chunk_of(s, c_begin, nloc, rot), rows[s]);

@@ -43,6 +43,10 @@ struct WsSmem {
   static constexpr int BYTES = Cfg<NB, true>::SMEM + (SEP ? NB * SLD * 4 : 0);
 };
 
+// the producer warpgroup's loader: 4 lanes per fc2 row piece (Loader::LPR)
+template <typename T, int AMODE, int NB>
+using WsLoader = Loader<T, AMODE, NB, 128, true, 4>;
+
 template <typename T, int AMODE, int NB>
 __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_constant__ GemmArgs g) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -90,7 +94,8 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
   // which spilled at nb = 256; 0.126 with this ring; at batch 256 / 50% 0.262 -> 0.202): a global load's value
   // waits behind the stage copies issued before it. fc2 here is still SM-bound (ncu: 174 us at base clocks
   // against 126 at boost; fc1 113 against 100) and issues about 45% more instructions than fc1 for the same
-  // bytes (its producer's address and predicate of each gathered 16-byte copy).
+  // bytes (its producer's address and predicate of each gathered 16-byte copy; since then one address per row
+  // and four lanes: Loader::LPR, OPT-66B batch 256 / 50% 0.197 -> 0.173 ms).
   // Copying each row's two 128-byte halves as 1-D bulk copies (TMA) instead was twice as slow (0.265 ms).
   constexpr int IR = ST + 1;  // one slot more than in flight: a slot is refilled one step after its last read
   __shared__ __align__(16) int sidx[AMODE == A_COLS ? IR * BK : 1];
@@ -101,14 +106,14 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
     int ring = 0;  // stages filled so far (ring slot and mbarrier parity)
     const uint64_t b_pol = l2_policy_evict_last();
     const int pt = tid - 256;
-    // fc2: the indices of the CTA's step at ring position pos into slot pos % IR (lanes 0-7 of each half-warp
-    // copy the eight rows that the half-warp loads), then one cp.async group. Group pos holds them (ST groups
+    // fc2: the indices of the CTA's step at ring position pos into slot pos % IR (lanes 0-15 of each warp copy
+    // the 16 rows that the warp loads: Loader::warp_row), then one cp.async group. Group pos holds them (ST groups
     // at the start, then one per step with that step's weight copies), so at position r the wait for at most
     // ST - 1 pending groups is the wait for group r, whose weight copies (of step r - ST) landed before the
     // empty barrier of slot r % ST let the producer on.
     auto idx_copy = [&](int pos) {
-      if (AMODE == A_COLS && g.idx && (pt & 15) < 8 && s_begin + pos < s_end) {
-        const int row = (pt >> 4) * 8 + (pt & 15);
+      if (AMODE == A_COLS && g.idx && (pt & 31) < 16 && s_begin + pos < s_end) {
+        const int row = WsLoader<T, AMODE, NB>::warp_row(pt >> 5, pt & 31);
         const int j = (int)((s_begin + pos) % nc) * BK + row;
         const uint32_t dst = smem_u32(sidx + (pos % IR) * BK + row);
         const int n = j < g.K ? 4 : 0;
@@ -116,13 +121,13 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
       }
       if (AMODE == A_COLS) cp_async_commit();
     };
-    static_assert(Loader<T, AMODE, NB, 128, true>::A_ITERS == 8, "idx_copy: eight K rows per half-warp");
+    static_assert(WsLoader<T, AMODE, NB>::A_ITERS == 8, "idx_copy: 16 K rows per warp");
     for (int p = 0; p < ST; ++p) idx_copy(p);
     for (int64_t step = s_begin; step < s_end;) {
       const Seg q = seg_at(step);
       // at M <= 256 (one batch tile) each weight tile is read once: its copies are L2 evict-first, the
       // activations, which every CTA re-reads, evict-last
-      Loader<T, AMODE, NB, 128, true> ld(g, q.f0, q.m0, tid - 256);
+      WsLoader<T, AMODE, NB> ld(g, q.f0, q.m0, tid - 256);
       auto load_b = [&](int s, int c) {
         if (tid == 256) {
           mbar_arrive_expect_tx(full + 8 * s, C::B_BYTES);
@@ -133,8 +138,8 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
       auto load_a = [&](int s, int c, int r) {
         if constexpr (AMODE == A_COLS) {
           cp_async_wait<ST - 1>();
-          __syncwarp();  // lanes 0-7 of the half-warp copied its indices
-          ld.load_a_grouped(g, sbase + s * C::STAGE_BYTES, c, sidx + (r % IR) * BK);
+          __syncwarp();  // lanes 0-15 of the warp copied its indices
+          ld.load_a_smem(g, sbase + s * C::STAGE_BYTES, c, sidx + (r % IR) * BK);
         } else {
           ld.load_a(g, sbase + s * C::STAGE_BYTES, c);
         }
