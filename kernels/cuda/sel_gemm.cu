@@ -267,19 +267,20 @@ bool wgmma_kernels_built() {
 // nb/4 chunk-equivalents, at most 16, times pen (H100 sweep: at nb >= 64 a charge of 16 chose fewer splits
 // that were up to 40% faster, e.g. opt-6.7b fc2 at batch 256 and 5%; at nb = 8 the same charge left 32
 // one-split CTAs streaming opt-6.7b's fc2 at 5% in 19 us instead of 12).
-double split_cost(int tiles, int s, int cps, int slots, int nb, double pen) {
+// cap: the charge's upper bound (PlanProfile::fc2_nb64_charge for fc2 at nb = 64).
+double split_cost(int tiles, int s, int cps, int slots, int nb, double pen, double cap = 16.0) {
   const double waves = (double)cdiv(tiles * s, slots);
-  return waves * (cps + 2.0 + (s > 1 ? pen * std::min(16.0, nb / 4.0) : 0.0));
+  return waves * (cps + 2.0 + (s > 1 ? pen * std::min(cap, nb / 4.0) : 0.0));
 }
 
-int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max_splits, double* cost_out) {
+int choose_splits(int tiles, int nchunks, int slots, int nb, double pen, int max_splits, double* cost_out, double cap = 16.0) {
   int best_s = 1;
   double best = 1e30;
   const int maxs = std::min(nchunks, max_splits);
   for (int s = 1; s <= maxs; ++s) {
     const int cps = cdiv(nchunks, s);
     if (cdiv(nchunks, cps) != s) continue;
-    const double cost = split_cost(tiles, s, cps, slots, nb, pen);
+    const double cost = split_cost(tiles, s, cps, slots, nb, pen, cap);
     if (cost < best - 1e-9) {
       best = cost;
       best_s = s;
@@ -379,6 +380,11 @@ const polar_cuda_tuning& tuning() { return tune(); }
 //    tiles, one CTA each), at 10% fc1 0.0504 -> 0.0383, fc2 0.0720 -> 0.0616; OPT-6.7B at 25% fc1 0.0360 ->
 //    0.0290, fc2 0.0402 -> 0.0339, at 50% fc2 0.0663 -> 0.0531, at 5% fc1 (7.3 MB, mma.sync before) 0.0216 ->
 //    0.0199.
+//  - fc2 at batch tiles of 64 charges a workspace split-K CTA 11 chunk-steps instead of 16 (thirteenth session,
+//    after fc2's copies got cheaper, Loader::LPR): OPT-6.7B batch 64 at 100% then takes 32 x 12 CTAs through the
+//    workspace instead of 32 x 8 in clusters, fc1 + fc2 0.0963 -> 0.0890 ms (three runs each, one call); the one
+//    other plan it moves, OPT-66B batch 64 at 25% (72 x 5 instead of 72 x 4), measured the same (0.1220 / 0.1222).
+//    A charge of 11 for fc1 as well moved that point's fc1 too, which measured 3% slower in the sequence.
 // A GPU whose name has "H200" in it (H200, GH200) gets the H200's, any other the H100's (the one measured most).
 struct PlanProfile {
   const char* name;
@@ -387,9 +393,10 @@ struct PlanProfile {
   double wide_wgmma_min;  // fc2 at batch > 64: wgmma from this many bytes (fc1: 10 MB on both)
   double fc1_ws_min;      // fc1 at batch 33-64: the warp-specialized stream-K kernel from this many bytes (0: never)
   double ws256_min;       // batch tiles of 256: the warp-specialized kernel from this many bytes (0: at every size)
+  double fc2_nb64_charge;  // fc2 at batch tiles of 64: split_cost's charge per workspace split-K CTA (nb / 4 = 16 else)
 };
-constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0, 100e6};
-constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6, 0};
+constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0, 100e6, 16};
+constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6, 0, 11};
 const PlanProfile& plan_profile(const DevProps& p, const polar_cuda_tuning& tu) {
   if (tu.plan_profile == 1) return kPlanH100;
   if (tu.plan_profile == 2) return kPlanH200;
@@ -482,7 +489,8 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   if (g.nchunks > 1 && !k.tma_b) {  // (the stream-K kernel sizes its grid below)
     const double pen = tu.split_penalty;
     double cost = 0;
-    s = splits_req > 0 ? std::min(splits_req, g.nchunks) : choose_splits(tiles, g.nchunks, occ * p.sms, nb, pen, 128, &cost);
+    const double cap = amode == A_COLS && nb == 64 ? pp.fc2_nb64_charge : 16.0;
+    s = splits_req > 0 ? std::min(splits_req, g.nchunks) : choose_splits(tiles, g.nchunks, occ * p.sms, nb, pen, 128, &cost, cap);
     if (splits_req <= 0 && cl_kernel) {
       // a cluster's partial tiles are summed in shared memory, not through the fp32 workspace: charged a quarter
       // (H100 sweep, OPT-66B fc2 at batch 256 / 10%: 3 splits in clusters 0.088 -> 0.079 ms), the cheapest split
