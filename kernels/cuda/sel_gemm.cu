@@ -267,7 +267,7 @@ bool wgmma_kernels_built() {
 // nb/4 chunk-equivalents, at most 16, times pen (H100 sweep: at nb >= 64 a charge of 16 chose fewer splits
 // that were up to 40% faster, e.g. opt-6.7b fc2 at batch 256 and 5%; at nb = 8 the same charge left 32
 // one-split CTAs streaming opt-6.7b's fc2 at 5% in 19 us instead of 12).
-// cap: the charge's upper bound (PlanProfile::fc2_nb64_charge for fc2 at nb = 64).
+// cap: the charge's upper bound before pen (PlanProfile::fc2_nb64_charge for fc2 at nb = 64, else 16).
 double split_cost(int tiles, int s, int cps, int slots, int nb, double pen, double cap = 16.0) {
   const double waves = (double)cdiv(tiles * s, slots);
   return waves * (cps + 2.0 + (s > 1 ? pen * std::min(cap, nb / 4.0) : 0.0));
@@ -393,7 +393,7 @@ struct PlanProfile {
   double wide_wgmma_min;  // fc2 at batch > 64: wgmma from this many bytes (fc1: 10 MB on both)
   double fc1_ws_min;      // fc1 at batch 33-64: the warp-specialized stream-K kernel from this many bytes (0: never)
   double ws256_min;       // batch tiles of 256: the warp-specialized kernel from this many bytes (0: at every size)
-  double fc2_nb64_charge;  // fc2 at batch tiles of 64: split_cost's charge per workspace split-K CTA (nb / 4 = 16 else)
+  double fc2_nb64_charge;  // fc2 at batch tiles of 64: split_cost's charge per workspace split-K CTA (fc1: 16)
 };
 constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0, 100e6, 16};
 constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6, 0, 11};

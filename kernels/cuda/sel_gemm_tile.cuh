@@ -37,7 +37,7 @@ struct Loader {
   // A_COLS: each gathered K row's 256-byte piece (BM features) is copied by LPR lanes, CPR 16-byte chunks each,
   // so a thread computes the address of PASSES rows per stage, not one per chunk. Row of pass h: jj = tid / LPR
   // + h * (NT / LPR); chunk c of it: ch = c * LPR + tid % LPR. With 16 lanes per row (one chunk per thread and
-  // row, eight row addresses per thread and stage, as before) fc2 was bound on its copies' address work; H200
+  // row, as before) a thread loaded eight row indices and computed eight addresses per stage; H200
   // read-flush sweep, fc2 ms with 16 / 8 / 4 / 2 lanes per row: OPT-66B batch 64 (mma.sync) at 25% 0.0690 /
   // 0.0618 / 0.0614 / 0.0790, at 50% 0.1153 / 0.1057 / 0.1082 / 0.1380, at 100% 0.2100 / 0.1992 / 0.2002 /
   // 0.2569; batch 256 (warp-specialized) at 25% 0.1181 / 0.1066 / 0.1058 / 0.1213, at 50% 0.1965 / 0.1750 /
