@@ -154,7 +154,7 @@ struct Loader {
   // A_COLS: the K rows (of a chunk) whose indices lane l < 16 of warp w copies for the warp's threads (each
   // warp of 32 threads reads 16 distinct rows, for any LPR when NT = 128)
   __device__ __forceinline__ static int warp_row(int w, int l) {
-    constexpr int RW = 32 / LPR < 1 ? 1 : 32 / LPR;  // distinct rows per pass in a warp
+    constexpr int RW = 32 / LPR;  // distinct rows per pass in a warp (LPR <= 16)
     return col_row(w * 32 + (l % RW) * LPR, l / RW);
   }
   __device__ __forceinline__ void fetch_rows(const GemmArgs& g, int c, int* rows) const {
