@@ -342,6 +342,7 @@ polar_cuda_tuning& tune() {
     d.router_hist_in_gemv = env_int("POLAR_CUDA_ROUTER_HIST_IN_GEMV", 1) ? 1 : 0;
     const int as = env_int("POLAR_CUDA_ATTN_STAGES", 0);
     d.attn_stages = as == 2 || as == 3 ? as : 0;
+    d.sk_partial = std::max(0, env_int("POLAR_CUDA_SK_PARTIAL", 0));
     return d;
   }();
   return t;
@@ -370,10 +371,13 @@ const polar_cuda_tuning& tuning() { return tune(); }
 //  - fc2 at batch 17-64 keeps wgmma only up to 16 MB (OPT-6.7B batch 64 at 25%, 33.5 MB: mma.sync 0.0235 vs
 //    wgmma 0.0253; OPT-66B at 5%, 35 MB: 0.0236 vs 0.0284; at 10%, 13.6 MB, wgmma 0.0157 vs 0.0158);
 //  - fc2 at batch > 64 takes wgmma from 10 MB like fc1 (OPT-6.7B batch 256 at 10%: 0.0242 vs 0.0260);
-//  - fc1 at batch 33-64 from 250 MB takes the warp-specialized stream-K kernel (nb = 64, one CTA per SM):
+//  - fc1 at batch 33-64 from 150 MB takes the warp-specialized stream-K kernel (nb = 64, one CTA per SM):
 //    OPT-66B batch 64 at 50% 0.1315 -> 0.1011 ms, at 100% 0.2482 -> 0.1861; at 25% (170 MB) mma.sync stayed
-//    ahead (0.0634 vs 0.0677), and for fc2 the kernel was slower everywhere (0.1526 vs 0.1171 at 50%; with its
-//    row indices through shared memory, tenth session, still 0.126 vs 0.118).
+//    ahead (0.0634 vs 0.0677) until the kernel's shared tiles left through registers (fourteenth session:
+//    0.0639 vs 0.0541; at or below 150 MB the lock-step wgmma kernel is ahead: OPT-6.7B batch 64 at 100%, 134
+//    MB, 0.0403 vs 0.0424), and for fc2 the kernel was slower everywhere (0.1526 vs 0.1171 at 50%; with its
+//    row indices through shared memory, tenth session, still 0.126 vs 0.118; fourteenth session 0.1153 vs
+//    0.1071 for mma.sync).
 //  - batch tiles of 256 take the warp-specialized kernel at every size (eleventh session, read-flush sweep, with
 //    its cluster split-K and the tenth session's fc2 row-index ring), where the H100 profile keeps it from
 //    100 MB: OPT-66B at 5% fc1 0.0334 -> 0.0274 ms (8 CTAs per tile in clusters), fc2 0.0452 -> 0.0368 (72
@@ -396,7 +400,7 @@ struct PlanProfile {
   double fc2_nb64_charge;  // fc2 at batch tiles of 64: split_cost's charge per workspace split-K CTA (fc1: 16)
 };
 constexpr PlanProfile kPlanH100 = {"h100", 8, 40e6, 16e6, 0, 100e6, 16};
-constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 250e6, 0, 11};
+constexpr PlanProfile kPlanH200 = {"h200", 4, 16e6, 10e6, 150e6, 0, 11};
 const PlanProfile& plan_profile(const DevProps& p, const polar_cuda_tuning& tu) {
   if (tu.plan_profile == 1) return kPlanH100;
   if (tu.plan_profile == 2) return kPlanH200;
@@ -449,7 +453,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
   // POLAR_CUDA_NB256=3 (experiments): the warp-specialized kernel at every batch tile of the wgmma path. At
   // nb = 64 / 128 it measured no gain (H100 sweep: OPT-66B batch 64 at 50% 0.336 ms vs 0.304 for mma.sync;
   // batch 128 at 50% 0.372 vs 0.369 for the wgmma pair), so the default keeps it at nb = 256.
-  // (PlanProfile: on the H200 also fc1 at batch 33-64 from 250 MB, chosen by auto only)
+  // (PlanProfile: on the H200 also fc1 at batch 33-64 from 150 MB, chosen by auto only)
   const bool ws = g.K > 0 && (tu.nb256 == 3 || (tu.nb256 == 2 && nb == 256 && a_bytes >= pp.ws256_min) ||
                               (tu.nb256 == 2 && impl == POLAR_IMPL_AUTO && wg && amode == A_ROWS && fc1_ws_m64(g.M, a_bytes, pp)));
   const bool pair_k = pair && !ws;
@@ -518,7 +522,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
     bool split = false;
     const int slots = splits_req > 0 ? std::min(occ * p.sms, tiles * splits_req) : occ * p.sms;
     int sk_best = 0;
-    pl->sk_ctas = sk_grid(tiles, g.nchunks, slots, amode, &split, &sk_best);
+    pl->sk_ctas = sk_grid(tiles, g.nchunks, slots, tu.sk_partial, &split, &sk_best);
     // 2-8 CTAs per tile as one cluster each (all clusters at once), where cheaper than stream-K's grid (with
     // splits_req: that many, if they fit)
     if (tu.cluster_reduce && p.major >= 9 && splits_req != 1) {
@@ -540,6 +544,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
       pl->cnt_bytes = pl->bytes = 0;
     } else {
       pl->cnt_bytes = align_up((size_t)pl->sk_ctas * 4, 256);
+      // one fp32 partial tile per CTA (the first segment of a CTA that starts inside a tile; sel_gemm_ws.cuh)
       pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
     }
   }
@@ -579,7 +584,7 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
     pl->cnt_bytes = align_up((size_t)tiles * 4, 256);
     pl->bytes = s > 1 && !g.cluster_reduce ? pl->cnt_bytes + (size_t)tiles * nb * BM * 4 * (tu.reduce_atomic ? 1 : s) : 0;
   }
-  g.reduce_atomic = k.tma_b ? 1 : tu.reduce_atomic;  // the stream-K kernel's workspace holds one tile per slot
+  g.reduce_atomic = tu.reduce_atomic;  // (the stream-K kernel's shared tiles have their own scheme)
   return 0;
 }
 
@@ -768,4 +773,5 @@ extern "C" void polar_cuda_set_tuning(const polar_cuda_tuning* t) {
   if (t->router_fold_sum == 0 || t->router_fold_sum == 1) c.router_fold_sum = t->router_fold_sum;
   if (t->router_hist_in_gemv == 0 || t->router_hist_in_gemv == 1) c.router_hist_in_gemv = t->router_hist_in_gemv;
   if (t->attn_stages == 0 || t->attn_stages == 2 || t->attn_stages == 3) c.attn_stages = t->attn_stages;
+  if (t->sk_partial >= 0) c.sk_partial = t->sk_partial;
 }

@@ -20,19 +20,22 @@ namespace {
 // overlap (ncu on the lock-step kernels at batch 256: 0.25-0.46 eligible warps per scheduler).
 // Stream-K: one CTA per SM walks an equal share of all (tile, K chunk) steps, so there is no partial last
 // wave (at batch 256 the grids were 2.2-3.3 waves: fc1 of OPT-66B at 100%, 288 tiles on 132 SMs). A tile
-// that two or more CTAs share is summed through the fp32 workspace (atomics, as split-K). A fix-up in which
-// the tile's first CTA waited on flags for the others' plain-stored partials measured slower (H100 sweep at
-// batch 256: OPT-66B at 50% 0.457 -> 0.698 ms), so it was not kept.
+// that two or more CTAs share is finished by its first CTA, which waits on a flag for the others' partials;
+// those leave straight from registers (see the consumers' loop). Until the fourteenth session the shared tiles
+// were summed with fp32 atomics into the workspace by every CTA through the staged fp32 tile, which drained the
+// ring at each shared segment: on the H200 that made 132 CTAs no faster than 72 for OPT-66B fc1 at batch 256 /
+// 25% (0.1045 against 0.1011 ms; now 0.088), and an H100 fix-up that stored the staged tile and waited on flags
+// measured slower still (OPT-66B at 50% 0.457 -> 0.698 ms, fourth session).
 // Cluster split-K (g.cluster_reduce): where all of a grid's tiles fit at once as clusters of 2-8 CTAs, each tile's
-// CTAs sum their partials over distributed shared memory instead (gemm_plan picks it when cheaper in steps): the
-// shared tiles' atomics cost more than their steps (H200, OPT-66B fc1 at batch 256 / 5%, 8 CTAs per tile: 0.0403
-// ms through the workspace, 0.0274 in clusters).
+// CTAs sum their partials over distributed shared memory instead (gemm_plan picks it when cheaper in steps): one
+// CTA adding many partials costs more than their steps (H200, OPT-66B fc1 at batch 256 / 5%, 8 CTAs per tile:
+// 0.0403 ms with the atomics of the eleventh session, 0.047 with stream-K's first-CTA sum, 0.0274 in clusters).
 // K steps before its end at which a CTA lets the next kernel launch (programmatic dependent launch): about
 // 5 us at ~0.65 us per step (OPT-66B fc1 at batch 64 on an H200), a guess at what a dependent needs to launch
 // and start its first copies; not tuned (the MLP grid measured the same as with the release at the start,
 // except batch 64 / 50%, which gemm_plan's plain fc2 launch decided).
 constexpr int64_t WS_RELEASE_STEPS = 8;
-__device__ __forceinline__ int sk_cta_of(int64_t step, int64_t total, int G) { return (int)(((step + 1) * G - 1) / total); }
+__host__ __device__ __forceinline__ int sk_cta_of(int64_t step, int64_t total, int G) { return (int)(((step + 1) * G - 1) / total); }
 
 // SEP (nb = 64, where it fits: 179 KB with the 6-stage ring): the fp32 epilogue tile has its own buffer after
 // the ring, so the producer streams the next tile's stages during a tile's epilogue; else the epilogue tile
@@ -78,6 +81,8 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
   // One tile's share of this CTA's steps: K chunks [cb, cb + nloc) of tile t.
   struct Seg {
     int t, cb, nloc, f0, m0;
+    // a stream-K segment that does not start the tile: its partial goes to the workspace for the tile's first CTA
+    __device__ bool partial(const GemmArgs& a) const { return !a.cluster_reduce && cb > 0; }
   };
   auto seg_at = [&](int64_t step) {
     Seg q;
@@ -171,7 +176,8 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
         cluster_sync_all();
       }
       // without SEP the next tile's copies would overwrite the ring, which holds the fp32 tile during the epilogue
-      if (!SEP) asm volatile("bar.sync 2, 384;\n" ::: "memory");
+      // (a shared tile's later segment leaves from registers: no fp32 tile, the producer streams on)
+      if (!SEP && !q.partial(g)) asm volatile("bar.sync 2, 384;\n" ::: "memory");
       ring += q.nloc;
       step += q.nloc;
     }
@@ -207,6 +213,50 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
         if (lane == 0) mbar_arrive(empty + 8 * s);
       }
+      // Stream-K's shared tiles: the tile's first CTA (its K chunk 0, the last segment of that CTA) finishes it.
+      // Every later CTA of the tile processes its part first (its first segment, early in its range) and stores
+      // its accumulators as they are in registers (each thread its own NB / 2 floats, float4-coalesced) into its
+      // workspace slot, then counts itself in on the tile's flag; the first CTA waits for the count (the others
+      // finished their parts long before, except a CTA inside the tile, which ends with it), adds the slots to
+      // its registers in the same order and zeroes them. No ring drain on the later CTAs' side (without SEP the
+      // fp32 tile would overlay the ring), no fp32 atomics (the cost of a shared tile: sk_grid). Adding the
+      // slots into the fp32 tile in shared memory instead (a loop, not unrolled) measured 2-3% slower at OPT-66B
+      // batch 256 / 25% (fc1 0.0908 -> 0.0937 ms, fc2 0.0882 -> 0.0902).
+      float4* const slot = reinterpret_cast<float4*>(g.ws) + (size_t)bid * (NB * BM / 4);
+      if (q.partial(g)) {
+#pragma unroll
+        for (int v = 0; v < NB / 8; ++v) __stcg(slot + v * 256 + tid, make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]));
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+        if (tid == 0) {
+          const int first = sk_cta_of((int64_t)q.t * nc, total, G);
+          asm volatile("fence.acq_rel.gpu;\nred.relaxed.gpu.global.add.u32 [%0], 1;\n" ::"l"(g.counters + first) : "memory");
+        }
+        ring += q.nloc;
+        step += q.nloc;
+        continue;
+      }
+      if (!g.cluster_reduce && q.nloc < nc) {  // this CTA starts a tile that later CTAs share
+        const int others = sk_cta_of((int64_t)q.t * nc + nc - 1, total, G) - bid;
+        if (tid == 0) {
+          unsigned n = 0;
+          do asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(n) : "l"(g.counters + bid) : "memory");
+          while (n < (unsigned)others);
+          g.counters[bid] = 0;  // (no other CTA adds to it again in this launch)
+        }
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+        for (int o = 1; o <= others; ++o) {
+          float4* const src = slot + (size_t)o * (NB * BM / 4);
+#pragma unroll
+          for (int v = 0; v < NB / 8; ++v) {
+            const float4 p = __ldcg(src + v * 256 + tid);
+            acc[4 * v] += p.x;
+            acc[4 * v + 1] += p.y;
+            acc[4 * v + 2] += p.z;
+            acc[4 * v + 3] += p.w;
+            __stcg(src + v * 256 + tid, make_float4(0.f, 0.f, 0.f, 0.f));  // the workspace is left zero-filled
+          }
+        }
+      }
       // both consumer warpgroups are done with every stage of this tile, and every copy landed (each full
       // phase was seen), so the fp32 tile may overwrite the ring (with SEP: every consumer has left the
       // previous tile's epilogue, which read the tile's own buffer)
@@ -223,10 +273,7 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
       if (g.cluster_reduce) {  // each CTA of the tile's cluster sums a share of the rows over the others' tiles
         cluster_tile_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0);
       } else {
-        const int first = sk_cta_of((int64_t)q.t * nc, total, G), last = sk_cta_of((int64_t)q.t * nc + nc - 1, total, G);
-        // a shared tile: every CTA adds its part into the fp32 slot of the tile's last CTA (unique: a CTA that
-        // is the last of two tiles covers the second one whole); the last to arrive applies the epilogue
-        gemm_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0, last, last - first + 1, bid - first);
+        gemm_epilogue<T, NB, 256, 1>(g, S, q.f0, q.m0, 0, 1, 0);  // (the tile is whole in S)
       }
       if (!SEP) asm volatile("bar.sync 2, 384;\n" ::: "memory");  // the ring is free again
       ring += q.nloc;
@@ -240,15 +287,16 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
 
 // Grid of the warp-specialized kernel (at most one CTA per resident slot): among one CTA per tile, s CTAs per
 // tile (split-K) and one per slot (stream-K), the one with the least per-CTA time, counted in K steps: the
-// steps of the busiest CTA plus `partial` steps for each of its segments that shares a tile with another CTA.
-// H100 sweeps at batch 256: OPT-6.7B fc1 at 100%, 128 tiles of 64 steps, took 0.079 ms on 128 CTAs and 0.125
-// on 132, whose CTAs have two shared tiles each (the fp32 atomic adds of all CTAs reach L2 at once); with the
-// read L2 flush, OPT-66B fc1 at 25% (72 tiles of 144 steps) took 0.100 ms on 72 CTAs and 0.119 on 132, while
-// fc2 took 0.184 on 72 and 0.142 on 132 (a fc2 step costs more, 1.3 us against 0.7, so a shared tile costs
-// relatively less; fetching its row indices two steps ahead instead of one did not change that). Hence 40
-// steps per shared tile for fc1 and 20 for fc2.
+// steps of the busiest CTA, plus SK_STORE for a segment whose partial it stores and `read` for each partial it
+// adds as a shared tile's first CTA (one CTA reads them all, 128 KB each at batch 256). Fitted to the H200
+// sweep of the fourteenth session (each fc alone, read flush): with a read charge of 1-2 the planner took
+// stream-K over clusters where one tile's first CTA adds 3-15 partials and lost 15-200% (OPT-66B fc1 at batch
+// 256 / 5%, 120 CTAs for 15 tiles: 0.047 ms against 0.028 in clusters of 8; OPT-6.7B at 25%, 4 CTAs per tile:
+// 0.034 against 0.029 in clusters of 3); with 6 it picks each point's faster plan of those measured, e.g.
+// OPT-66B fc2 at 10%, 132 CTAs 0.0447 ms against 72 0.0517, and at 5% 72 CTAs 0.0319 against 132 0.0337.
 // *split: some tile is shared (the workspace is needed).
-int sk_cost(int64_t total, int nchunks, int G, int partial, bool* split) {
+constexpr int SK_STORE = 2, SK_READ = 6;
+int sk_cost(int64_t total, int nchunks, int G, int read, bool* split) {
   int64_t worst = 0;
   *split = false;
   for (int c = 0; c < G; ++c) {
@@ -256,8 +304,11 @@ int sk_cost(int64_t total, int nchunks, int G, int partial, bool* split) {
     int64_t cost = e - b;
     for (int64_t x = b; x < e;) {  // this CTA's segments, one per tile
       const int64_t t = x / nchunks, te = std::min(e, (t + 1) * nchunks);
-      if (x != t * nchunks || te != (t + 1) * nchunks) {
-        cost += partial;
+      if (x != t * nchunks) {  // a later part of a tile: stored for the tile's first CTA
+        cost += SK_STORE;
+        *split = true;
+      } else if (te != (t + 1) * nchunks) {  // the first part of a shared tile: this CTA adds the others'
+        cost += (int64_t)read * (sk_cta_of((t + 1) * nchunks - 1, total, G) - c);
         *split = true;
       }
       x = te;
@@ -267,15 +318,16 @@ int sk_cost(int64_t total, int nchunks, int G, int partial, bool* split) {
   return (int)std::min<int64_t>(worst, INT32_MAX);
 }
 // *cost: the chosen grid's cost in steps.
-int sk_grid(int tiles, int nchunks, int slots, int amode, bool* split, int* cost) {
-  const int partial = amode == A_ROWS ? 40 : 20;
+// read_req > 0: that read charge instead of SK_READ (tuning sk_partial, for experiments).
+int sk_grid(int tiles, int nchunks, int slots, int read_req, bool* split, int* cost) {
+  const int read = read_req > 0 ? read_req : SK_READ;
   const int64_t total = (int64_t)tiles * nchunks;
   const int maxg = (int)std::max<int64_t>(1, std::min<int64_t>(slots, (total + 3) / 4));  // >= 4 steps per CTA
   int best_g = maxg, best = INT32_MAX;
   *split = false;
   auto consider = [&](int G) {
     bool sp;
-    const int c = sk_cost(total, nchunks, G, partial, &sp);
+    const int c = sk_cost(total, nchunks, G, read, &sp);
     if (c < best) {
       best = c;
       best_g = G;
@@ -289,7 +341,7 @@ int sk_grid(int tiles, int nchunks, int slots, int amode, bool* split, int* cost
 }
 // Cluster split-K on the warp-specialized kernel: the sum of a tile's partials over distributed shared memory,
 // charged as this many steps (an estimate: at batch 256 each CTA reads 7/8 of a 128 KB fp32 tile from its
-// cluster, ~2 us against ~0.66 us per step), against the shared tiles' fp32 atomics of stream-K.
+// cluster, ~2 us against ~0.66 us per step), against stream-K's shared tiles (sk_cost).
 constexpr int WS_CLUSTER_STEPS = 4;
 
 }  // namespace

@@ -470,6 +470,8 @@ static void bench_sweep() {
                              {"ws-nocl", wg, 0, 1.0, true},  // ... with stream-K's shared tiles, never cluster split-K
                              {"pair", au, 0, 1.0},      {"pair-pen0.25", au, 0, 0.25},  {"mma-8w", mm, 0, 1.0},
                              {"mma-4w", mm, 0, 1.0},    {"plan-h100", au, 0, 1.0},    {"plan-h200", au, 0, 1.0}};
+    // the warp-specialized kernel's stream-K grid with a shared-segment charge of N steps (skN)
+    for (int ch : {1, 2, 5, 10, 20, 40}) vars.push_back({"ws-sk" + std::to_string(ch), wg, 0, 1.0, true});
     for (int sp : {1, 2, 4, 8, 16}) {  // each path under forced split counts
       vars.push_back({"mma-s" + std::to_string(sp), mm, sp, 1.0});
       vars.push_back({"wgmma-s" + std::to_string(sp), wg, sp, 1.0, true});
@@ -484,6 +486,7 @@ static void bench_sweep() {
         t.wgmma_pair = v.name.rfind("pair", 0) == 0 ? 1 : 2;  // 2: the default (pairs at batch 65-128)
         t.nb256 = v.name.rfind("wg2", 0) == 0 ? 0 : v.name.rfind("wg4", 0) == 0 ? 1 : v.name.rfind("ws", 0) == 0 ? 3 : 2;
         t.cluster_reduce = v.name.find("-cl") != std::string::npos ? 1 : v.name.find("-nocl") != std::string::npos ? 0 : defaults.cluster_reduce;
+        t.sk_partial = v.name.rfind("ws-sk", 0) == 0 ? std::atoi(v.name.c_str() + 5) : defaults.sk_partial;
         // the per-GPU planner choices (PlanProfile in sel_gemm.cu), both on this GPU
         t.plan_profile = v.name == "plan-h100" ? 1 : v.name == "plan-h200" ? 2 : defaults.plan_profile;
       });

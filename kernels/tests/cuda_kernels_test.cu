@@ -668,11 +668,14 @@ int main(int argc, char** argv) {
     // default picks by size and plan; these shapes are small)
     // 0-5 with split-K through the workspace, 6, 7, 8: pairs / four warpgroups / the warp-specialized kernel with
     // the split-K tiles summed over a thread-block cluster (the default elsewhere in this test)
-    for (int pr : {1, 0, 3, 4, 5, 6, 7, 8}) {
+    // 9: the warp-specialized kernel's stream-K grid at its widest (a shared-segment charge of one step, so that
+    // most tiles are shared, some by three or more CTAs)
+    for (int pr : {1, 0, 3, 4, 5, 6, 7, 8, 9}) {
       set_tuning([pr](polar_cuda_tuning& t) {
         t.wgmma_pair = pr == 6 ? 1 : pr >= 3 ? 0 : pr;
-        t.nb256 = pr == 3 ? 0 : pr == 4 || pr == 7 ? 1 : pr == 5 || pr == 8 ? 3 : 2;
-        t.cluster_reduce = pr >= 6;
+        t.nb256 = pr == 3 ? 0 : pr == 4 || pr == 7 ? 1 : pr == 5 || pr >= 8 ? 3 : 2;
+        t.cluster_reduce = pr >= 6 && pr <= 8;
+        t.sk_partial = pr == 9 ? 1 : 0;
       });
       for (polar_dtype dt : dts)
         for (const MlpCase& c : mlp)

@@ -185,7 +185,7 @@ int polar_cuda_sel_fc2_describe(const polar_cuda_sel_fc2_params* p, char* buf, s
 // Experimental tuning of the selective GEMMs and the head router, for benchmarks and tests (not thread-safe
 // against calls in flight). Initial values come from the environment (POLAR_CUDA_MMA_STAGES, _SPLIT_PENALTY,
 // _MMA_WARPS, _WG_PAIR, _NB256, _STORE_REDUCE, _NO_PDL, _ROUTER_SPLITS, _CLUSTER_REDUCE, _PLAN = h100 | h200,
-// _ROUTER_FUSED, _HEAD_ROUTER_FUSED, _SELECT_CAP, _ROUTER_FOLD_SUM, _ROUTER_HIST_IN_GEMV, _ATTN_STAGES).
+// _ROUTER_FUSED, _HEAD_ROUTER_FUSED, _SELECT_CAP, _ROUTER_FOLD_SUM, _ROUTER_HIST_IN_GEMV, _ATTN_STAGES, _SK_PARTIAL).
 // polar_cuda_set_tuning changes each field that is in its range and keeps the others
 // (polar_cuda_tuning_unchanged() has every field out of range).
 typedef struct {
@@ -220,9 +220,11 @@ typedef struct {
                          // scores in the multi-CTA select's first-pass histogram (the select skips that pass and a
                          // grid barrier); 0 the select makes it
   int attn_stages;       // decode attention pipeline depth: 0 (default) by the planner, 2 (three CTAs per SM) or 3 (two)
+  int sk_partial;        // the warp-specialized kernel's stream-K grid: the charge in K steps for each partial tile
+                         // that a shared tile's first CTA adds; 0 (default) the planner's (6)
 } polar_cuda_tuning;
 static inline polar_cuda_tuning polar_cuda_tuning_unchanged(void) {
-  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  polar_cuda_tuning t = {-1, -1.0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
   return t;
 }
 void polar_cuda_get_tuning(polar_cuda_tuning* t);
