@@ -197,7 +197,8 @@ typedef struct {
   int nb256;             // batch tiles of 256: 0 two warpgroups (m64n256), 1 four (m64n128), 2 by size (default:
                          // warp-specialized stream-K from 100 MB of gathered weights, else four), 3 the
                          // warp-specialized kernel at every wgmma batch tile
-  int reduce_atomic;     // split-K reduction: 1 fp32 atomics (default), 0 plain partial stores
+  int reduce_atomic;     // split-K reduction of the mma.sync and lock-step wgmma kernels: 1 fp32 atomics (default),
+                         // 0 plain partial stores (the warp-specialized kernel's shared tiles have their own scheme)
   int pdl;               // 1 programmatic dependent launch (default on sm_90), 0 off
   int router_splits;     // head router (GEMM path) split-K count: 0 the heuristic (default, ~4 K chunks of 64 per CTA)
   int cluster_reduce;    // 1 (default): the mma.sync and lock-step wgmma kernels' 2-8 split-K partial tiles are
