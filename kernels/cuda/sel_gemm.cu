@@ -206,6 +206,7 @@ struct KInfo {
   bool wg;
   int stages;
   bool tma_b = false;  // reads B through the TMA map g.tmb
+  const void* fn_whole = nullptr;  // the warp-specialized kernel without stream-K's shared tiles (its SK = false)
 };
 
 template <typename T, int AMODE, int ST, int NW>
@@ -229,9 +230,12 @@ KInfo pick_kernel(bool wg, int nb, int wg_shape, int mma_stages, int mma_warps) 
     if (wg_shape == WG_PAIR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 128, 2>, Cfg<128, true, 4, 2>::SMEM, 256, 128, true, Cfg<128, true, 4, 2>::STAGES};
     if (wg_shape == WG_WS) switch (nb) {
-        case 64: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 64>, WsSmem<64>::BYTES, 384, 64, true, Cfg<64, true>::STAGES, true};
-        case 128: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 128>, WsSmem<128>::BYTES, 384, 128, true, Cfg<128, true>::STAGES, true};
-        default: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 256>, WsSmem<256>::BYTES, 384, 256, true, Cfg<256, true>::STAGES, true};
+        case 64: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 64, true>, WsSmem<64>::BYTES, 384, 64, true, Cfg<64, true>::STAGES, true,
+                         (const void*)sel_gemm_ws_kernel<T, AMODE, 64, false>};
+        case 128: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 128, true>, WsSmem<128>::BYTES, 384, 128, true, Cfg<128, true>::STAGES, true,
+                          (const void*)sel_gemm_ws_kernel<T, AMODE, 128, false>};
+        default: return {(const void*)sel_gemm_ws_kernel<T, AMODE, 256, true>, WsSmem<256>::BYTES, 384, 256, true, Cfg<256, true>::STAGES, true,
+                         (const void*)sel_gemm_ws_kernel<T, AMODE, 256, false>};
       }
     if (wg_shape == WG_FOUR)
       return {(const void*)sel_gemm_wgmma_kernel<T, AMODE, 256, 1, 4>, Cfg<256, true>::SMEM, 512, 256, true, Cfg<256, true>::STAGES};
@@ -546,6 +550,13 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
       pl->cnt_bytes = align_up((size_t)pl->sk_ctas * 4, 256);
       // one fp32 partial tile per CTA (the first segment of a CTA that starts inside a tile; sel_gemm_ws.cuh)
       pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
+    }
+    // no tile shared through the workspace: the instance without that code (the one with it measured 1-2% slower
+    // on such plans, fourteenth session; correct for both)
+    if (k.fn_whole && (ws_cluster || !split)) {
+      int o2 = 0;
+      if (kernel_occupancy(k.fn_whole, k.nt, k.smem, &o2)) return -1;
+      if (o2 == occ) k.fn = k.fn_whole;
     }
   }
   // programmatic launch, except for fc2 right after an fc1 on the persistent stream-K kernel where fc2 runs

@@ -50,7 +50,9 @@ struct WsSmem {
 template <typename T, int AMODE, int NB>
 using WsLoader = Loader<T, AMODE, NB, 128, true, 4>;
 
-template <typename T, int AMODE, int NB>
+// SK: the grid may share tiles between CTAs (stream-K's partials below); gemm_plan launches the SK = false
+// instance where it does not (one CTA per tile, or cluster split-K), which leaves that code out.
+template <typename T, int AMODE, int NB, bool SK>
 __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_constant__ GemmArgs g) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using C = Cfg<NB, true>;
@@ -82,7 +84,7 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
   struct Seg {
     int t, cb, nloc, f0, m0;
     // a stream-K segment that does not start the tile: its partial goes to the workspace for the tile's first CTA
-    __device__ bool partial(const GemmArgs& a) const { return !a.cluster_reduce && cb > 0; }
+    __device__ bool partial(const GemmArgs& a) const { return SK && !a.cluster_reduce && cb > 0; }
   };
   auto seg_at = [&](int64_t step) {
     Seg q;
@@ -217,7 +219,8 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
       // Every later CTA of the tile processes its part first (its first segment, early in its range) and stores
       // its accumulators as they are in registers (each thread its own NB / 2 floats, float4-coalesced) into its
       // workspace slot, then counts itself in on the tile's flag; the first CTA waits for the count (the others
-      // finished their parts long before, except a CTA inside the tile, which ends with it), adds the slots to
+      // finished their parts long before, except a CTA inside the tile, which ends with it; they are all running,
+      // as the grid has at most one CTA per resident slot: sk_grid), adds the slots to
       // its registers in the same order and zeroes them. No ring drain on the later CTAs' side (without SEP the
       // fp32 tile would overlay the ring), no fp32 atomics (the cost of a shared tile: sk_grid). Adding the
       // slots into the fp32 tile in shared memory instead (a loop, not unrolled) measured 2-3% slower at OPT-66B
@@ -235,7 +238,7 @@ __global__ void __launch_bounds__(384, 1) sel_gemm_ws_kernel(const __grid_consta
         step += q.nloc;
         continue;
       }
-      if (!g.cluster_reduce && q.nloc < nc) {  // this CTA starts a tile that later CTAs share
+      if (SK && !g.cluster_reduce && q.nloc < nc) {  // this CTA starts a tile that later CTAs share
         const int others = sk_cta_of((int64_t)q.t * nc + nc - 1, total, G) - bid;
         if (tid == 0) {
           unsigned n = 0;
