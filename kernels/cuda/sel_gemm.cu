@@ -551,6 +551,11 @@ int gemm_plan(polar_dtype dt, int amode, GemmArgs& g, int impl, int splits_req, 
       // one fp32 partial tile per CTA (the first segment of a CTA that starts inside a tile; sel_gemm_ws.cuh)
       pl->bytes = split ? pl->cnt_bytes + (size_t)pl->sk_ctas * nb * BM * 4 : 0;
     }
+    // a shared tile's first CTA spins until the tile's other CTAs have stored their parts, so every CTA of such a
+    // grid must be resident at once (sk_grid keeps it within the slots; this guards that against later changes)
+    if (split && !ws_cluster && pl->sk_ctas > occ * p.sms)
+      return polar_set_error("%s: stream-K grid of %d CTAs exceeds the %d CTAs the GPU holds at once (internal planner error)",
+                             who, pl->sk_ctas, occ * p.sms);
     // no tile shared through the workspace: the instance without that code (the one with it measured 1-2% slower
     // on such plans, fourteenth session; correct for both)
     if (k.fn_whole && (ws_cluster || !split)) {
