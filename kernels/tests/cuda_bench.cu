@@ -470,7 +470,7 @@ static void bench_sweep() {
                              {"ws-nocl", wg, 0, 1.0, true},  // ... with stream-K's shared tiles, never cluster split-K
                              {"pair", au, 0, 1.0},      {"pair-pen0.25", au, 0, 0.25},  {"mma-8w", mm, 0, 1.0},
                              {"mma-4w", mm, 0, 1.0},    {"plan-h100", au, 0, 1.0},    {"plan-h200", au, 0, 1.0}};
-    // the warp-specialized kernel's stream-K grid with a shared-segment charge of N steps (skN)
+    // the warp-specialized kernel's stream-K grid, N steps charged per partial a shared tile's first CTA adds (skN)
     for (int ch : {1, 2, 5, 10, 20, 40}) vars.push_back({"ws-sk" + std::to_string(ch), wg, 0, 1.0, true});
     for (int sp : {1, 2, 4, 8, 16}) {  // each path under forced split counts
       vars.push_back({"mma-s" + std::to_string(sp), mm, sp, 1.0});

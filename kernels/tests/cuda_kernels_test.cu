@@ -668,7 +668,7 @@ int main(int argc, char** argv) {
     // default picks by size and plan; these shapes are small)
     // 0-5 with split-K through the workspace, 6, 7, 8: pairs / four warpgroups / the warp-specialized kernel with
     // the split-K tiles summed over a thread-block cluster (the default elsewhere in this test)
-    // 9: the warp-specialized kernel's stream-K grid at its widest (a shared-segment charge of one step, so that
+    // 9: the warp-specialized kernel's stream-K grid at its widest (a charge of one step per added partial, so that
     // most tiles are shared, some by three or more CTAs)
     for (int pr : {1, 0, 3, 4, 5, 6, 7, 8, 9}) {
       set_tuning([pr](polar_cuda_tuning& t) {
